@@ -1,0 +1,1 @@
+"""The HTTP edge: application factory, credentials, problem responses, health."""

@@ -1,0 +1,47 @@
+"""The FastAPI application: routes from each feature, problem responses, the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tidings import __version__
+from tidings.api import health
+from tidings.api.problems import ApiProblem, handle_api_problem, handle_http, handle_validation
+from tidings.delivery import api as delivery_api
+from tidings.engine import api as engine_api
+from tidings.intake import api as intake_api
+from tidings.runtime import Runtime
+from tidings.web import mailbox
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI:
+    app = FastAPI(
+        lifespan=lifespan,
+        title="Tidings",
+        version=__version__,
+        description="Notification and workflow engine for order management.",
+    )
+    app.state.runtime = runtime
+    app.add_exception_handler(ApiProblem, handle_api_problem)
+    app.add_exception_handler(RequestValidationError, handle_validation)
+    app.add_exception_handler(StarletteHTTPException, handle_http)
+    app.include_router(health.router)
+    app.include_router(intake_api.router)
+    app.include_router(delivery_api.router)
+    app.include_router(engine_api.router)
+    if runtime.sink is not None:
+        app.include_router(mailbox.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dev/mailbox" if runtime.sink is not None else "/docs")
+
+    return app

@@ -1,0 +1,1 @@
+"""Storage: engine, schema, migrations. One schema serves SQLite and PostgreSQL."""

@@ -1,0 +1,241 @@
+"""Tables. SQLAlchemy Core on purpose: the hot paths are set-based statements, not objects."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from tidings.db.types import JSONType, UTCDateTime
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid.
+_BigIntId = BigInteger().with_variant(Integer, "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("name", Text),
+    Column("email", String(320)),
+    Column("phone", String(32)),
+    Column("locale", String(35)),
+    Column("time_zone", String(64)),
+    # What the customer chose (locale, time zone, opted-out categories); it wins over
+    # what sources say about the customer, which only fills the profile columns.
+    Column("preferences", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("number", String(64)),
+    Column("customer_id", String(128), ForeignKey("customers.id")),
+    Column("locale", String(35)),
+    Column("currency", String(3)),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("source", String(512), nullable=False),
+    Column("ce_id", String(512), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("subject", String(512)),
+    Column("time", UTCDateTime),
+    Column("data", JSONType, nullable=False),
+    Column("order_id", String(128)),
+    Column("customer_id", String(128)),
+    Column("received_at", UTCDateTime, nullable=False),
+    # The CloudEvents identity: a redelivered event is the same event.
+    UniqueConstraint("source", "ce_id", name="uq_events_source_ce_id"),
+    Index("ix_events_order_id", "order_id"),
+    Index("ix_events_received_at", "received_at"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("event_id", String(32), ForeignKey("events.id"), nullable=False),
+    Column("rule_id", String(128), nullable=False),
+    Column("kind", String(128), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("customer_id", String(128)),
+    Column("order_id", String(128)),
+    Column("recipient", String(512)),
+    Column("locale", String(35)),
+    Column("time_zone", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("dedupe_key", String(512), nullable=False),
+    Column("rendered", JSONType),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    UniqueConstraint("dedupe_key", name="uq_notifications_dedupe_key"),
+    Index("ix_notifications_event_id", "event_id"),
+    Index("ix_notifications_order_id", "order_id"),
+    Index("ix_notifications_status", "status"),
+)
+
+delivery_jobs = Table(
+    "delivery_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("notification_id", String(32), ForeignKey("notifications.id"), nullable=False),
+    Column("channel", String(32), nullable=False),
+    # 0 critical, 1 transactional, 2 bulk: lower is claimed first.
+    Column("lane", SmallInteger, nullable=False),
+    # queued | leased | sent | dead
+    Column("status", String(16), nullable=False),
+    # When the job is next due. While leased it holds the lease expiry, so one
+    # index answers "what is due now", fresh work and abandoned leases alike.
+    Column("run_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("worker_id", String(64)),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("notification_id", name="uq_delivery_jobs_notification_id"),
+    Index(
+        "ix_delivery_jobs_due",
+        "lane",
+        "run_at",
+        sqlite_where=text("status IN ('queued', 'leased')"),
+        postgresql_where=text("status IN ('queued', 'leased')"),
+    ),
+    Index("ix_delivery_jobs_status", "status"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("job_id", String(32), ForeignKey("delivery_jobs.id"), nullable=False),
+    Column("notification_id", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", String(64)),
+    Column("provider", String(64)),
+    Column("outcome", String(16), nullable=False),  # sent | transient | permanent
+    Column("error", Text),
+    Column("provider_message_id", String(512)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Index("ix_delivery_attempts_job_id", "job_id"),
+)
+
+inbox_messages = Table(
+    "inbox_messages",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("notification_id", String(32), ForeignKey("notifications.id"), nullable=False),
+    Column("kind", String(128), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("read_at", UTCDateTime),
+    UniqueConstraint("notification_id", name="uq_inbox_messages_notification_id"),
+    Index("ix_inbox_messages_customer_id", "customer_id", "created_at"),
+)
+
+rejects = Table(
+    "rejects",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("source", String(512)),
+    Column("channel", String(64), nullable=False),  # how it came in: api, import, ...
+    Column("code", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("field", String(256)),
+    Column("content_type", String(128)),
+    Column("headers", JSONType, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # open | replayed
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("replayed_at", UTCDateTime),
+    Index("ix_rejects_status", "status", "received_at"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("prefix", String(32), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("scopes", JSONType, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    UniqueConstraint("prefix", name="uq_api_keys_prefix"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_type", String(64), nullable=False),
+    Column("subject_id", String(128), nullable=False),
+    Column("detail", JSONType, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_log_subject", "subject_type", "subject_id"),
+)
+
+# One row: the newest link of the audit chain. Appending locks it, which orders
+# concurrent writers on PostgreSQL; SQLite writers are serialized anyway.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime),
+)

@@ -1,0 +1,1 @@
+"""One module per provider; one base per channel."""

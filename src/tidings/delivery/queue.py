@@ -1,0 +1,326 @@
+"""The delivery queue in the database: claim due jobs with a lease, record their outcomes.
+
+Jobs are written by intake in the same transaction as their notification. A job is due
+when it is queued and its ``run_at`` has passed, or when it is leased and its lease
+(held in ``run_at``) has run out, which is how the work of a dead worker is taken over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+
+from tidings.audit.chain import AuditEntry, append
+from tidings.db.dialect import upsert
+from tidings.db.schema import (
+    customers,
+    delivery_attempts,
+    delivery_jobs,
+    events,
+    inbox_messages,
+    notifications,
+    orders,
+)
+
+ACTIVE = ("queued", "leased")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    job_id: str
+    notification_id: str
+    channel: str
+    attempt: int
+    max_attempts: int
+    kind: str
+    category: str
+    recipient: str | None
+    locale: str | None
+    time_zone: str | None
+    customer: dict[str, Any]
+    order: dict[str, Any]
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    job: ClaimedJob
+    outcome: str  # sent | retry | dead
+    started_at: datetime
+    finished_at: datetime
+    provider: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    provider_message_id: str | None = None
+    rendered: dict[str, Any] | None = None
+    inbox: dict[str, Any] | None = field(default=None)
+
+
+def claim(
+    conn: Connection, *, worker_id: str, limit: int, now: datetime, lease: timedelta
+) -> list[ClaimedJob]:
+    due = (
+        select(delivery_jobs.c.id)
+        .where(delivery_jobs.c.status.in_(ACTIVE), delivery_jobs.c.run_at <= now)
+        .order_by(delivery_jobs.c.lane, delivery_jobs.c.run_at)
+        .limit(limit)
+        # PostgreSQL: concurrent workers skip each other's rows instead of waiting.
+        # SQLite ignores this; its writers are serialized by BEGIN IMMEDIATE.
+        .with_for_update(skip_locked=True)
+    )
+    claimed = conn.execute(
+        update(delivery_jobs)
+        .where(delivery_jobs.c.id.in_(due.scalar_subquery()))
+        .values(
+            status="leased",
+            run_at=now + lease,
+            worker_id=worker_id,
+            attempts=delivery_jobs.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(delivery_jobs.c.id, delivery_jobs.c.attempts, delivery_jobs.c.max_attempts)
+    ).all()
+    if not claimed:
+        return []
+    by_job = {row.id: row for row in claimed}
+    rows = conn.execute(
+        select(
+            delivery_jobs.c.id.label("job_id"),
+            notifications.c.id.label("notification_id"),
+            notifications.c.channel,
+            notifications.c.kind,
+            notifications.c.category,
+            notifications.c.recipient,
+            notifications.c.locale,
+            notifications.c.time_zone,
+            customers.c.id.label("customer_id"),
+            customers.c.name.label("customer_name"),
+            customers.c.email.label("customer_email"),
+            orders.c.id.label("order_id"),
+            orders.c.number.label("order_number"),
+            events.c.id.label("event_pk"),
+            events.c.ce_id,
+            events.c.source,
+            events.c.type.label("event_type"),
+            events.c.time.label("event_time"),
+            events.c.received_at,
+            events.c.data,
+        )
+        .select_from(
+            delivery_jobs.join(notifications, notifications.c.id == delivery_jobs.c.notification_id)
+            .join(events, events.c.id == notifications.c.event_id)
+            .outerjoin(customers, customers.c.id == notifications.c.customer_id)
+            .outerjoin(orders, orders.c.id == notifications.c.order_id)
+        )
+        .where(delivery_jobs.c.id.in_(list(by_job)))
+    ).all()
+    jobs = []
+    for row in rows:
+        data = row.data or {}
+        jobs.append(
+            ClaimedJob(
+                job_id=row.job_id,
+                notification_id=row.notification_id,
+                channel=row.channel,
+                attempt=by_job[row.job_id].attempts,
+                max_attempts=by_job[row.job_id].max_attempts,
+                kind=row.kind,
+                category=row.category,
+                recipient=row.recipient,
+                locale=row.locale,
+                time_zone=row.time_zone,
+                customer={
+                    "id": row.customer_id,
+                    "name": row.customer_name,
+                    "email": row.customer_email,
+                },
+                order={
+                    "id": row.order_id or data.get("order_id"),
+                    "number": row.order_number,
+                },
+                event={
+                    "id": row.ce_id,
+                    "source": row.source,
+                    "type": row.event_type,
+                    "time": row.event_time or row.received_at,
+                    "received_at": row.received_at,
+                    "data": data,
+                },
+            )
+        )
+    return jobs
+
+
+def record(
+    conn: Connection, outcomes: Sequence[JobOutcome], *, worker_id: str, now: datetime
+) -> int:
+    """Store the outcomes of one batch of attempts; returns how many were still ours.
+
+    The update is fenced on the attempt number: if our lease ran out and another worker
+    took the job over, its newer attempt wins and our late result is only logged.
+    """
+    if not outcomes:
+        return 0
+    job_updates = []
+    for o in outcomes:
+        status = {"sent": "sent", "retry": "queued", "dead": "dead"}[o.outcome]
+        job_updates.append(
+            {
+                "b_id": o.job.job_id,
+                "b_attempt": o.job.attempt,
+                "b_status": status,
+                "b_run_at": o.retry_at or now,
+                "b_error": o.error,
+                "b_now": now,
+            }
+        )
+    stmt = (
+        update(delivery_jobs)
+        .where(
+            delivery_jobs.c.id == bindparam("b_id"),
+            delivery_jobs.c.attempts == bindparam("b_attempt"),
+            delivery_jobs.c.status == "leased",
+        )
+        .values(
+            status=bindparam("b_status"),
+            run_at=bindparam("b_run_at"),
+            last_error=bindparam("b_error"),
+            updated_at=bindparam("b_now"),
+        )
+    )
+    conn.execute(stmt, job_updates)
+    conn.execute(
+        delivery_attempts.insert(),
+        [
+            {
+                "job_id": o.job.job_id,
+                "notification_id": o.job.notification_id,
+                "attempt": o.job.attempt,
+                "worker_id": worker_id,
+                "provider": o.provider,
+                "outcome": {"sent": "sent", "retry": "transient", "dead": "failed"}[o.outcome],
+                "error": o.error,
+                "provider_message_id": o.provider_message_id,
+                "started_at": o.started_at,
+                "finished_at": o.finished_at,
+            }
+            for o in outcomes
+        ],
+    )
+    final = [o for o in outcomes if o.outcome in ("sent", "dead")]
+    if final:
+        conn.execute(
+            update(notifications)
+            .where(notifications.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                reason=bindparam("b_reason"),
+                rendered=bindparam("b_rendered"),
+                sent_at=bindparam("b_sent_at"),
+                updated_at=bindparam("b_now"),
+            ),
+            [
+                {
+                    "b_id": o.job.notification_id,
+                    "b_status": o.outcome,
+                    "b_reason": o.error,
+                    "b_rendered": o.rendered,
+                    "b_sent_at": o.finished_at if o.outcome == "sent" else None,
+                    "b_now": now,
+                }
+                for o in final
+            ],
+        )
+    inbox = [o.inbox for o in outcomes if o.inbox is not None and o.outcome == "sent"]
+    if inbox:
+        conn.execute(upsert(conn, inbox_messages).on_conflict_do_nothing(), inbox)
+    append(
+        conn,
+        [
+            AuditEntry(
+                worker_id,
+                f"delivery.{o.outcome}",
+                "notification",
+                o.job.notification_id,
+                {
+                    "attempt": o.job.attempt,
+                    "channel": o.job.channel,
+                    "provider": o.provider,
+                    **({"error": o.error} if o.error else {}),
+                },
+            )
+            for o in outcomes
+        ],
+        at=now,
+    )
+    return len(outcomes)
+
+
+def dead_letters(conn: Connection, *, limit: int = 100) -> list[dict[str, Any]]:
+    query = (
+        select(
+            delivery_jobs.c.id,
+            delivery_jobs.c.notification_id,
+            delivery_jobs.c.channel,
+            delivery_jobs.c.attempts,
+            delivery_jobs.c.last_error,
+            delivery_jobs.c.updated_at,
+            notifications.c.kind,
+            notifications.c.recipient,
+        )
+        .join(notifications, notifications.c.id == delivery_jobs.c.notification_id)
+        .where(delivery_jobs.c.status == "dead")
+        .order_by(delivery_jobs.c.updated_at.desc())
+        .limit(limit)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def replay_dead(
+    conn: Connection, *, job_ids: Sequence[str] | None, actor: str, now: datetime
+) -> list[str]:
+    """Queue dead jobs again with a fresh attempt budget. ``None`` means every dead job."""
+    query = select(delivery_jobs.c.id, delivery_jobs.c.notification_id).where(
+        delivery_jobs.c.status == "dead"
+    )
+    if job_ids is not None:
+        query = query.where(
+            or_(
+                delivery_jobs.c.id.in_(list(job_ids)),
+                delivery_jobs.c.notification_id.in_(list(job_ids)),
+            )
+        )
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    conn.execute(
+        update(delivery_jobs)
+        .where(and_(delivery_jobs.c.id.in_(ids), delivery_jobs.c.status == "dead"))
+        .values(status="queued", attempts=0, run_at=now, worker_id=None, updated_at=now)
+    )
+    conn.execute(
+        update(notifications)
+        .where(notifications.c.id.in_([row.notification_id for row in rows]))
+        .values(status="queued", reason=None, updated_at=now)
+    )
+    append(
+        conn,
+        [
+            AuditEntry(actor, "delivery.replayed", "notification", row.notification_id, {})
+            for row in rows
+        ],
+        at=now,
+    )
+    return ids
+
+
+def counts_by_status(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(
+        select(delivery_jobs.c.status, func.count()).group_by(delivery_jobs.c.status)
+    ).all()
+    return {status: int(count) for status, count in rows}

@@ -1,0 +1,210 @@
+"""The delivery worker: claim due jobs in batches, render, send, record every attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, update
+
+from tidings.db.dialect import upsert
+from tidings.db.ids import new_id
+from tidings.db.schema import workers
+from tidings.db.types import utcnow
+from tidings.delivery import queue
+from tidings.delivery.providers.base import OutboundMessage, Provider, SendError
+from tidings.delivery.retry import GiveUp, RetryPolicy
+from tidings.delivery.wakeup import Wakeup
+from tidings.templates.rendering import Renderer, RenderError
+from tidings.templates.store import TemplateNotFound
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    batch_size: int
+    poll_interval: float
+    lease: timedelta
+    store: Mapping[str, Any]
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        providers: Mapping[str, Provider],
+        renderer: Renderer,
+        retry: RetryPolicy,
+        config: WorkerConfig,
+        wakeup: Wakeup | None = None,
+    ) -> None:
+        self.engine = engine
+        self.providers = providers
+        self.renderer = renderer
+        self.retry = retry
+        self.config = config
+        self.wakeup = wakeup or Wakeup()
+        self.id = new_id("wrk")
+        self._rng = random.Random()  # noqa: S311 - jitter, not security
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self.wakeup.bind()
+        await asyncio.to_thread(self._heartbeat, started=True)
+        beat = asyncio.create_task(self._beat())
+        try:
+            while not self._stopping.is_set():
+                done = await self.run_once()
+                if done == 0:
+                    await self.wakeup.wait(self.config.poll_interval)
+        finally:
+            beat.cancel()
+            for provider in self.providers.values():
+                await provider.close()
+            await asyncio.to_thread(self._heartbeat, stopped=True)
+
+    async def run_once(self) -> int:
+        """Claim and process one batch; returns how many jobs it handled."""
+        jobs = await asyncio.to_thread(self._claim)
+        if not jobs:
+            return 0
+        outcomes = await asyncio.gather(*(self._deliver(job) for job in jobs))
+        await asyncio.to_thread(self._record, outcomes)
+        return len(jobs)
+
+    def _claim(self) -> list[queue.ClaimedJob]:
+        with self.engine.begin() as conn:
+            return queue.claim(
+                conn,
+                worker_id=self.id,
+                limit=self.config.batch_size,
+                now=utcnow(),
+                lease=self.config.lease,
+            )
+
+    def _record(self, outcomes: list[queue.JobOutcome]) -> None:
+        with self.engine.begin() as conn:
+            queue.record(conn, outcomes, worker_id=self.id, now=utcnow())
+
+    async def _deliver(self, job: queue.ClaimedJob) -> queue.JobOutcome:
+        started = utcnow()
+        provider = self.providers.get(job.channel)
+        if provider is None:
+            return self._failed(job, started, None, f"no provider for channel {job.channel}", True)
+        try:
+            rendered = self.renderer.render(
+                job.kind, job.channel, job.locale, job.time_zone, self._context(job)
+            )
+        except (RenderError, TemplateNotFound) as exc:
+            return self._failed(job, started, provider.name, str(exc), True)
+        message = OutboundMessage(
+            notification_id=job.notification_id,
+            channel=job.channel,
+            kind=job.kind,
+            address=job.recipient or "",
+            customer_id=job.customer.get("id"),
+            rendered=rendered,
+        )
+        try:
+            receipt = await provider.send(message)
+        except SendError as exc:
+            return self._failed(
+                job, started, provider.name, str(exc), exc.permanent, exc.retry_after
+            )
+        return queue.JobOutcome(
+            job=job,
+            outcome="sent",
+            started_at=started,
+            finished_at=utcnow(),
+            provider=provider.name,
+            provider_message_id=receipt.provider_message_id,
+            rendered={
+                "locale": rendered.locale,
+                "version": rendered.version,
+                "parts": rendered.parts,
+            },
+            inbox=receipt.inbox,
+        )
+
+    def _failed(
+        self,
+        job: queue.ClaimedJob,
+        started: Any,
+        provider: str | None,
+        error: str,
+        permanent: bool,
+        retry_after: float | None = None,
+    ) -> queue.JobOutcome:
+        now = utcnow()
+        decision = self.retry.decide(
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            permanent=permanent,
+            error=error,
+            now=now,
+            rng=self._rng,
+            not_before=retry_after,
+        )
+        if isinstance(decision, GiveUp):
+            log.warning("notification %s is a dead letter: %s", job.notification_id, error)
+            return queue.JobOutcome(
+                job, "dead", started, now, provider=provider, error=decision.reason
+            )
+        return queue.JobOutcome(
+            job, "retry", started, now, provider=provider, error=error, retry_at=decision.at
+        )
+
+    def _context(self, job: queue.ClaimedJob) -> dict[str, Any]:
+        return {
+            "recipient": {
+                "name": job.customer.get("name"),
+                "email": job.customer.get("email"),
+                "locale": job.locale,
+                "time_zone": job.time_zone,
+            },
+            "order": job.order,
+            "data": job.event["data"],
+            "event": {"id": job.event["id"], "type": job.event["type"], "time": job.event["time"]},
+            "store": dict(self.config.store),
+        }
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await asyncio.to_thread(self._heartbeat)
+            except Exception:  # a missed heartbeat must not stop deliveries
+                log.exception("worker heartbeat failed")
+
+    def _heartbeat(self, *, started: bool = False, stopped: bool = False) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if started:
+                stmt = upsert(conn, workers).values(
+                    id=self.id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                    stopped_at=None,
+                )
+                conn.execute(stmt.on_conflict_do_nothing())
+            else:
+                conn.execute(
+                    update(workers)
+                    .where(workers.c.id == self.id)
+                    .values(heartbeat_at=now, stopped_at=now if stopped else None)
+                )

@@ -1,0 +1,107 @@
+"""A realistic stream of orders and refunds, for `tidings demo` and `make run`."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tidings.events.envelope import CanonicalEvent
+
+DEMO_SOURCE = "https://demo.tidings.localhost/shop"
+
+_CUSTOMERS = [
+    ("Camille Durand", "fr", "Europe/Paris", "+33612345678"),
+    ("Léa Tremblay", "fr-CA", "America/Montreal", "+15145550101"),
+    ("Jordan Smith", "en-US", "America/Chicago", "+13125550123"),
+    ("Amelia Jones", "en-GB", "Europe/London", "+447700900123"),
+    ("Lukas Schmidt", "de", "Europe/Berlin", "+4915123456789"),
+    ("Lucía García", "es", "Europe/Madrid", "+34612345678"),
+    ("Hiroshi Tanaka", "ja", "Asia/Tokyo", "+819012345678"),
+]
+_PRODUCTS = [
+    ("LAMP-01", "Opaline lamp", 8900),
+    ("BULB-4", "Warm LED bulb (4 pack)", 1250),
+    ("SHADE-02", "Linen shade", 3400),
+    ("CABLE-3M", "Braided cable, 3 m", 1900),
+    ("VASE-07", "Stoneware vase", 5600),
+]
+_CURRENCY = {"fr": "EUR", "fr-CA": "CAD", "de": "EUR", "es": "EUR", "en-GB": "GBP", "ja": "JPY"}
+_REASONS = ["requested_by_customer", "damaged", "late_delivery", "wrong_item"]
+_METHODS = ["card", "card", "paypal", "store_credit"]
+
+
+def demo_events(
+    orders: int, *, refund_share: float = 0.4, seed: int = 1042, start: datetime | None = None
+) -> list[CanonicalEvent]:
+    """``orders`` orders, a share of them refunded, in time order."""
+    rng = random.Random(seed)  # noqa: S311 - demo data, not security
+    start = start or datetime.now(UTC) - timedelta(hours=24)
+    step = timedelta(hours=24) / max(orders, 1)
+    stream: list[CanonicalEvent] = []
+    for n in range(orders):
+        order_id = str(1000 + n)
+        name, locale, zone, phone = rng.choice(_CUSTOMERS)
+        currency = _CURRENCY.get(locale, "USD")
+        lines: list[dict[str, Any]] = [
+            {
+                "sku": sku,
+                "name": title,
+                "quantity": rng.randint(1, 3),
+                "unit_price": price // 100 if currency == "JPY" else price,
+            }
+            for sku, title, price in rng.sample(_PRODUCTS, rng.randint(1, 3))
+        ]
+        total = sum(line["quantity"] * line["unit_price"] for line in lines)
+        slug = name.split()[0].lower().encode("ascii", "ignore").decode() or "customer"
+        customer = {
+            "id": f"cus_{n % 400}",
+            "name": name,
+            "email": f"{slug}.{n % 400}@example.com",
+            "phone": phone,
+            "locale": locale,
+            "time_zone": zone,
+        }
+        placed_at = start + step * n
+        stream.append(
+            CanonicalEvent(
+                source=DEMO_SOURCE,
+                id=f"order-{order_id}",
+                type="order.placed",
+                subject=f"order/{order_id}",
+                time=placed_at,
+                data={
+                    "order_id": order_id,
+                    "order_number": f"#{order_id}",
+                    "currency": currency,
+                    "total": total,
+                    "customer": customer,
+                    "lines": lines,
+                },
+            )
+        )
+        if rng.random() < refund_share:
+            line = rng.choice(lines)
+            amount = line["unit_price"] * rng.randint(1, line["quantity"])
+            authorized_at = placed_at + timedelta(minutes=rng.randint(5, 600))
+            stream.append(
+                CanonicalEvent(
+                    source=DEMO_SOURCE,
+                    id=f"refund-{order_id}",
+                    type="refund.authorized",
+                    subject=f"order/{order_id}",
+                    time=authorized_at,
+                    data={
+                        "order_id": order_id,
+                        "refund_id": f"re_{order_id}",
+                        "payment_id": f"pay_{order_id}",
+                        "amount": amount,
+                        "currency": currency,
+                        "reason_code": rng.choice(_REASONS),
+                        "method": rng.choice(_METHODS),
+                        "authorized_at": authorized_at.isoformat(),
+                    },
+                )
+            )
+    stream.sort(key=lambda event: event.time or start)
+    return stream

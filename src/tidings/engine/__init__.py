@@ -1,0 +1,1 @@
+"""Rules, recipients, preferences and policy: pure decisions."""

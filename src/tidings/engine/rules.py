@@ -1,0 +1,135 @@
+"""Rules: which event, under which condition, becomes which notification on which channels.
+
+Rules live in a YAML file (``TIDINGS_RULES_PATH``; the built-in set otherwise). Conditions
+are compiled by the safe expression language in ``conditions``; nothing is ever eval'd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tidings.engine.conditions import Condition, ConditionError, compile_condition
+from tidings.events.schemas import CATALOGUE
+
+BUILTIN_RULES = Path(__file__).parent / "builtin_rules.yaml"
+CHANNELS = ("email", "in_app")
+
+
+class Lane(IntEnum):
+    """Delivery priority lanes: lower values are claimed first."""
+
+    critical = 0
+    transactional = 1
+    bulk = 2
+
+
+class RulesError(ValueError):
+    code = "invalid_rules"
+
+
+class _CategorySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    critical: bool = False
+    description: str | None = None
+
+
+class _RuleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=128)
+    event: str
+    when: str | None = None
+    kind: str = Field(pattern=r"^[a-z0-9_]+$")
+    category: str
+    priority: Literal["critical", "transactional", "bulk"] = "transactional"
+    channels: list[Literal["email", "in_app"]] = Field(min_length=1)
+
+    @field_validator("event")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in CATALOGUE:
+            raise ValueError(f"'{value}' is not a catalogued event type")
+        return value
+
+
+class _RulesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    categories: dict[str, _CategorySpec]
+    rules: list[_RuleSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    event_type: str
+    condition: Condition | None
+    kind: str
+    category: str
+    critical: bool
+    lane: Lane
+    channels: tuple[str, ...]
+
+    def matches(self, context: dict[str, Any]) -> bool:
+        return self.condition is None or self.condition.evaluate(context)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    categories: frozenset[str]
+    critical_categories: frozenset[str]
+
+    def for_type(self, event_type: str) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules if rule.event_type == event_type)
+
+
+def load_rules(path: Path | None = None) -> RuleSet:
+    path = path or BUILTIN_RULES
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RulesError(f"cannot read the rules file {path}: {exc}") from exc
+    return parse_rules(raw, origin=str(path))
+
+
+def parse_rules(raw: Any, *, origin: str = "<rules>") -> RuleSet:
+    try:
+        spec = _RulesFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RulesError(f"{origin}: {where}: {first['msg']}") from exc
+    seen: set[str] = set()
+    rules = []
+    for item in spec.rules:
+        if item.id in seen:
+            raise RulesError(f"{origin}: rule id '{item.id}' is used twice")
+        seen.add(item.id)
+        if item.category not in spec.categories:
+            raise RulesError(
+                f"{origin}: rule '{item.id}' uses category '{item.category}', "
+                "which is not declared under categories"
+            )
+        try:
+            condition = compile_condition(item.when) if item.when else None
+        except ConditionError as exc:
+            raise RulesError(f"{origin}: rule '{item.id}': {exc}") from exc
+        rules.append(
+            Rule(
+                id=item.id,
+                event_type=item.event,
+                condition=condition,
+                kind=item.kind,
+                category=item.category,
+                critical=spec.categories[item.category].critical,
+                lane=Lane[item.priority],
+                channels=tuple(dict.fromkeys(item.channels)),
+            )
+        )
+    critical = frozenset(name for name, cat in spec.categories.items() if cat.critical)
+    return RuleSet(tuple(rules), frozenset(spec.categories), critical)

@@ -1,0 +1,1 @@
+"""Intake: verify, normalize and validate what sources send, then store it once."""

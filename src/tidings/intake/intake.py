@@ -1,0 +1,170 @@
+"""The intake use case: read a request, keep what is bad, store what is good, in one place.
+
+Routes, the reject replayer and the demo all go through ``Intake`` so they behave alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from tidings.db.types import utcnow
+from tidings.engine.rules import RuleSet
+from tidings.events.envelope import CanonicalEvent
+from tidings.intake import rejects
+from tidings.intake.cloudevents_http import STRUCTURED, Item, RequestError, parse_request
+from tidings.intake.service import Accepted, DeliveryDefaults, ingest
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    item: Item
+    accepted: Accepted | None
+    reject_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    is_batch: bool
+    items: list[ItemOutcome]
+
+
+class RejectNotFound(LookupError):
+    code = "reject_not_found"
+
+
+class Intake:
+    def __init__(
+        self,
+        engine: Engine,
+        rules: RuleSet,
+        delivery: DeliveryDefaults,
+        *,
+        max_batch: int,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.delivery = delivery
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+
+    def submit(
+        self, content_type: str | None, headers: Mapping[str, str], body: bytes, *, actor: str
+    ) -> Outcome:
+        """Accept a request. A RequestError (unreadable body) is logged as a reject, then raised."""
+        kept_headers = {k.lower(): v for k, v in headers.items() if k.lower().startswith("ce-")}
+        try:
+            is_batch, items = parse_request(content_type, headers, body, max_batch=self.max_batch)
+        except RequestError as error:
+            with self.engine.begin() as conn:
+                rejects.record(
+                    conn,
+                    channel="api",
+                    code=error.code,
+                    detail=error.detail,
+                    field=error.field,
+                    payload=body.decode("utf-8", errors="replace"),
+                    content_type=content_type,
+                    headers=kept_headers,
+                    source=None,
+                    now=utcnow(),
+                )
+            raise
+        outcomes = self._store(
+            items,
+            content_type=STRUCTURED if is_batch else content_type,
+            headers={} if is_batch else kept_headers,
+            actor=actor,
+        )
+        return Outcome(is_batch, outcomes)
+
+    def accept_events(self, events: list[CanonicalEvent], *, actor: str) -> list[Accepted]:
+        """Already-validated canonical events (the demo, importers, billing)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            accepted = ingest(
+                conn, events, rules=self.rules, delivery=self.delivery, now=now, actor=actor
+            )
+        self._committed()
+        return accepted
+
+    def replay(self, reject_id: str, *, actor: str) -> ItemOutcome:
+        """Try a rejected payload again, as it was received; it stays open if still bad."""
+        with self.engine.connect() as conn:
+            stored = rejects.get_reject(conn, reject_id)
+        if stored is None:
+            raise RejectNotFound(f"No reject with id {reject_id}. See `tidings rejects list`.")
+        try:
+            _, items = parse_request(
+                stored["content_type"],
+                stored["headers"],
+                stored["payload"].encode(),
+                max_batch=self.max_batch,
+            )
+        except RequestError as error:
+            with self.engine.begin() as conn:
+                rejects.update_reason(conn, reject_id, code=error.code, detail=error.detail)
+            return ItemOutcome(Item(0, None, None, stored["payload"], None), None, reject_id)
+        item = items[0]
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if item.event is None:
+                if item.error is not None:
+                    rejects.update_reason(
+                        conn, reject_id, code=item.error.code, detail=item.error.detail
+                    )
+                return ItemOutcome(item, None, reject_id)
+            accepted = ingest(
+                conn, [item.event], rules=self.rules, delivery=self.delivery, now=now, actor=actor
+            )
+            rejects.mark_replayed(conn, reject_id, now)
+        self._committed()
+        return ItemOutcome(item, accepted[0], None)
+
+    def _store(
+        self,
+        items: list[Item],
+        *,
+        content_type: str | None,
+        headers: dict[str, str],
+        actor: str,
+    ) -> list[ItemOutcome]:
+        now = utcnow()
+        good = [item.event for item in items if item.event is not None]
+        reject_ids: dict[int, str] = {}
+        with self.engine.begin() as conn:
+            accepted = (
+                ingest(conn, good, rules=self.rules, delivery=self.delivery, now=now, actor=actor)
+                if good
+                else []
+            )
+            for item in items:
+                if item.error is not None:
+                    reject_ids[item.index] = rejects.record(
+                        conn,
+                        channel="api",
+                        code=item.error.code,
+                        detail=item.error.detail,
+                        field=item.error.field,
+                        payload=item.raw,
+                        content_type=content_type,
+                        headers=headers,
+                        source=item.source,
+                        now=now,
+                    )
+        if good:
+            self._committed()
+        results = iter(accepted)
+        return [
+            ItemOutcome(
+                item, next(results) if item.event is not None else None, reject_ids.get(item.index)
+            )
+            for item in items
+        ]
+
+    def _committed(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()

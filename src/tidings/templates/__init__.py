@@ -1,0 +1,1 @@
+"""Message templates: on-disk store with per-store overrides, and sandboxed rendering."""

@@ -1,0 +1,1 @@
+"""Pages for people: the dashboard and the development mailbox."""
