@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select, tuple_
 
 from tidings.audit.chain import AuditEntry, append
 from tidings.db.dialect import upsert
@@ -72,17 +72,33 @@ def ingest(
         inserted = set(conn.scalars(stmt, rows).all()) if len(rows) > 1 else _one(conn, stmt, rows)
 
     fresh = [(keys[key], event) for key, event in unique.items() if keys[key] in inserted]
+    repeated = [key for key in unique if keys[key] not in inserted]
+    if repeated:
+        # A redelivery is answered with the id the event was first stored under.
+        stored = conn.execute(
+            select(events.c.id, events.c.source, events.c.ce_id).where(
+                tuple_(events.c.source, events.c.ce_id).in_(repeated)
+            )
+        ).all()
+        keys.update({(row.source, row.ce_id): row.id for row in stored})
     counts = _apply(conn, fresh, rules=rules, delivery=delivery, now=now, actor=actor)
-    return [
-        Accepted(
-            source=event.source,
-            id=event.id,
-            event_id=keys[(event.source, event.id)],
-            duplicate=keys[(event.source, event.id)] not in inserted,
-            notifications=counts.get(keys[(event.source, event.id)], 0),
+    # The first copy of a new event is accepted; any other copy, in this batch or
+    # stored before, is a duplicate.
+    seen = set(repeated)
+    results = []
+    for event in batch:
+        key = (event.source, event.id)
+        results.append(
+            Accepted(
+                source=event.source,
+                id=event.id,
+                event_id=keys[key],
+                duplicate=key in seen,
+                notifications=0 if key in seen else counts.get(keys[key], 0),
+            )
         )
-        for event in batch
-    ]
+        seen.add(key)
+    return results
 
 
 def _one(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> set[str]:

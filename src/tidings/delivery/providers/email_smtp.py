@@ -34,10 +34,11 @@ def build_email(message: OutboundMessage, *, sender: str, domain: str) -> EmailM
     email["To"] = message.address
     email["Date"] = formatdate(localtime=False, usegmt=True)
     email["Message-ID"] = message_id(message.notification_id, message.channel, domain)
-    email["Content-Language"] = message.rendered.locale.replace("_", "-")
     email.set_content(parts.get("txt", ""), subtype="plain", charset="utf-8")
     if "html" in parts:
         email.add_alternative(parts["html"], subtype="html", charset="utf-8")
+    # After the body: setting content clears Content-* headers (RFC 3282 language tag).
+    email["Content-Language"] = message.rendered.locale.replace("_", "-")
     return email
 
 

@@ -1,0 +1,1 @@
+"""Shared test helpers: databases, servers, event builders."""
