@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,22 +176,18 @@ def rejects_list(show_all: bool, limit: int, as_json: bool) -> None:
 
     with _engine() as engine, engine.connect() as conn:
         rows = list_rejects(conn, status=None if show_all else "open", limit=limit)
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row, default=str))
-        return
-    _table(
-        ["id", "received", "code", "field", "detail", "status"],
-        [
-            [
-                r["id"],
-                _when(r["received_at"]),
-                r["code"],
-                r["field"] or "",
-                r["detail"],
-                r["status"],
-            ]
-            for r in rows
+    columns = ["id", "received", "code", "field", "detail", "status"]
+    _emit(
+        rows,
+        as_json,
+        columns,
+        lambda r: [
+            r["id"],
+            _when(r["received_at"]),
+            r["code"],
+            r["field"] or "",
+            r["detail"],
+            r["status"],
         ],
     )
 
@@ -227,24 +224,25 @@ def dlq() -> None:
 
 @dlq.command("list")
 @click.option("--limit", type=int, default=100, show_default=True)
-def dlq_list(limit: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def dlq_list(limit: int, as_json: bool) -> None:
     from tidings.delivery.queue import dead_letters
 
     with _engine() as engine, engine.connect() as conn:
         rows = dead_letters(conn, limit=limit)
-    _table(
-        ["job", "notification", "channel", "kind", "attempts", "when", "reason"],
-        [
-            [
-                r["id"],
-                r["notification_id"],
-                r["channel"],
-                r["kind"],
-                str(r["attempts"]),
-                _when(r["updated_at"]),
-                r["last_error"] or "",
-            ]
-            for r in rows
+    columns = ["job", "notification", "channel", "kind", "attempts", "when", "reason"]
+    _emit(
+        rows,
+        as_json,
+        columns,
+        lambda r: [
+            r["id"],
+            r["notification_id"],
+            r["channel"],
+            r["kind"],
+            str(r["attempts"]),
+            _when(r["updated_at"]),
+            r["last_error"] or "",
         ],
     )
 
@@ -306,6 +304,20 @@ def _engine() -> Any:
 
 def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
+
+
+def _emit(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    columns: list[str],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """Rows as JSON lines (for scripts) or as a table (for people)."""
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    _table(columns, [cells(row) for row in rows])
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> None:

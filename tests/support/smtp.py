@@ -6,7 +6,6 @@ import socket
 import time
 from collections import Counter
 from email.message import EmailMessage
-
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -24,7 +23,7 @@ class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self._server = server
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
         if address in self._server.refused:
@@ -32,7 +31,7 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self._server.keep(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content)
         return "250 Message accepted for delivery"
 

@@ -273,7 +273,7 @@ class _Parser:
 
 @dataclass(frozen=True)
 class Condition:
-    """A compiled rule condition; conditions with the same source are equal."""
+    """A compiled rule condition: constructing one parses ``source``; equal source, equal value."""
 
     source: str
     _root: _Node = field(init=False, repr=False, compare=False)
