@@ -229,3 +229,16 @@ def test_invalid_yaml_is_a_rules_error(tmp_path: Path) -> None:
     path.write_text("categories: [unclosed\n", encoding="utf-8")
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(path)
+
+
+def test_a_condition_on_a_name_planning_never_supplies_is_refused() -> None:
+    message = rules_error(rules_doc(when="dat.total > 100 and customer.locale == 'fr'"))
+    assert "'order-confirmation'" in message
+    assert "dat" in message
+    assert "customer" not in message.split("uses")[1].split(";")[0]
+
+
+def test_a_condition_on_every_supplied_name_loads() -> None:
+    when = "data.total > 1 and event.type == 'order.placed' and customer.locale and order.id"
+    [rule] = parse_rules(rules_doc(when=when)).rules
+    assert rule.condition is not None

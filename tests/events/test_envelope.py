@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -182,7 +182,9 @@ def test_json_content_types_are_accepted(content_type: str) -> None:
 
 @pytest.mark.parametrize("name", ["Partner", "trace-id", "x_y", "a" * 21])
 def test_invalid_attribute_names_are_refused(name: str) -> None:
-    error = refused(refund_authorized("1001", **{name: "v"}))
+    document = refund_authorized("1001")
+    document[name] = "v"
+    error = refused(document)
     assert (error.code, error.field) == ("invalid_envelope", name)
 
 
@@ -228,7 +230,7 @@ def test_binary_mode_headers_are_case_insensitive() -> None:
     event = parse_binary(headers, refund_data())
     assert (event.source, event.id, event.type) == (SOURCE, "refund-1001", "refund.authorized")
     assert event.subject == "refund/re_1001"
-    assert event.time == datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)  # noqa: UP017
+    assert event.time == datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("name", ["id", "source", "type", "specversion"])
@@ -256,3 +258,17 @@ def test_binary_and_structured_mode_agree() -> None:
     structured = parse_structured(refund_authorized("1001", id="refund-1001"))
     binary = parse_binary(binary_headers(), refund_data())
     assert structured == binary
+
+
+@pytest.mark.parametrize("name", ["id", "source", "subject"])
+def test_over_long_identity_attributes_are_refused_clearly(name: str) -> None:
+    document = (
+        refund_authorized("1", **{name: "x" * 513})
+        if name == "subject"
+        else {**refund_authorized("1"), name: "x" * 513}
+    )
+    error = refused(document)
+    assert (error.code, error.field) == ("invalid_envelope", name)
+    assert "512" in error.detail
+    accepted = parse_structured({**refund_authorized("1"), name: "y" * 512})
+    assert getattr(accepted, name) == "y" * 512

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -30,21 +30,26 @@ class AuditEntry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def entry_hash(prev_hash: str, seq: int, at: datetime, entry: AuditEntry) -> str:
+def canonical_detail(detail: dict[str, Any]) -> str:
+    """The detail as stored: the exact text the hash covers, whatever the database."""
+    return json.dumps(
+        detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+
+
+def entry_hash(prev_hash: str, seq: int, at: datetime, entry: AuditEntry, detail_text: str) -> str:
     canonical = json.dumps(
         [
             seq,
-            at.isoformat(timespec="microseconds"),
+            at.astimezone(UTC).isoformat(timespec="microseconds"),
             entry.actor,
             entry.action,
             entry.subject_type,
             entry.subject_id,
-            entry.detail,
+            detail_text,
         ],
-        sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
-        default=str,
     )
     return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
 
@@ -64,7 +69,8 @@ def append(conn: Connection, entries: Sequence[AuditEntry], *, at: datetime | No
     rows = []
     for entry in entries:
         seq += 1
-        digest = entry_hash(prev, seq, at, entry)
+        detail_text = canonical_detail(entry.detail)
+        digest = entry_hash(prev, seq, at, entry, detail_text)
         rows.append(
             {
                 "seq": seq,
@@ -73,7 +79,7 @@ def append(conn: Connection, entries: Sequence[AuditEntry], *, at: datetime | No
                 "action": entry.action,
                 "subject_type": entry.subject_type,
                 "subject_id": entry.subject_id,
-                "detail": entry.detail,
+                "detail": detail_text,
                 "prev_hash": prev,
                 "hash": digest,
             }
@@ -103,11 +109,9 @@ def verify(conn: Connection, *, page: int = 5000) -> Verification:
             break
         for row in batch:
             if row.seq != expected_seq:
-                return Verification(count, False, row.seq, f"entry {expected_seq} is missing")
-            entry = AuditEntry(
-                row.actor, row.action, row.subject_type, row.subject_id, dict(row.detail)
-            )
-            digest = entry_hash(prev, row.seq, row.at, entry)
+                return Verification(count, False, expected_seq, f"entry {expected_seq} is missing")
+            entry = AuditEntry(row.actor, row.action, row.subject_type, row.subject_id)
+            digest = entry_hash(prev, row.seq, row.at, entry, row.detail)
             if row.prev_hash != prev or row.hash != digest:
                 return Verification(count, False, row.seq, f"entry {row.seq} was altered")
             prev, expected_seq, count, last = digest, expected_seq + 1, count + 1, row.seq

@@ -213,7 +213,8 @@ audit_log = Table(
     Column("action", String(64), nullable=False),
     Column("subject_type", String(64), nullable=False),
     Column("subject_id", String(128), nullable=False),
-    Column("detail", JSONType, nullable=False),
+    # Canonical JSON text, not JSONB: the hash covers these exact characters.
+    Column("detail", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_log_subject", "subject_type", "subject_id"),

@@ -25,7 +25,8 @@ class RetryPolicy:
 
     def backoff_ceiling(self, attempt: int) -> float:
         """The longest wait after the ``attempt``-th failure (1-based)."""
-        return min(self.max_seconds, self.base_seconds * 2.0 ** (attempt - 1))
+        # The exponent is bounded first: 2.0 ** 1024 overflows long before any cap applies.
+        return min(self.max_seconds, self.base_seconds * 2.0 ** min(attempt - 1, 64))
 
     def decide(
         self,

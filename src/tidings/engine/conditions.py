@@ -287,6 +287,17 @@ class Condition:
     def evaluate(self, context: Mapping[str, Any]) -> bool:
         return bool(_evaluate(self._root, context))
 
+    def roots(self) -> frozenset[str]:
+        """The first segment of every path, so callers can refuse names they never supply."""
+        found: set[str] = set()
+        pending = [self._root]
+        while pending:
+            node = pending.pop()
+            if node.kind == "path":
+                found.add(node.value[0])
+            pending.extend(node.children)
+        return frozenset(found)
+
 
 def compile_condition(source: str) -> Condition:
     """Parse ``source`` once; raises ConditionError naming what is wrong and where."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,11 @@ class PlannedNotification:
     status: str
     reason: str | None
     dedupe_key: str
+
+
+def dedupe_key(*parts: str) -> str:
+    """A fixed-length key no two different part lists share (JSON keeps the boundaries)."""
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
 
 
 def condition_context(
@@ -74,7 +81,7 @@ def plan(
                     address=address,
                     status=status,
                     reason=reason,
-                    dedupe_key=f"{rule.id}|{channel}|{event.source}|{event.id}",
+                    dedupe_key=dedupe_key(rule.id, channel, event.source, event.id),
                 )
             )
     return planned

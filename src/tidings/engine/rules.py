@@ -19,6 +19,8 @@ from tidings.events.schemas import CATALOGUE
 
 BUILTIN_RULES = Path(__file__).parent / "builtin_rules.yaml"
 CHANNELS = ("email", "in_app")
+# What planning puts in a condition's context (see planning.condition_context).
+CONDITION_ROOTS = frozenset({"data", "event", "customer", "order"})
 
 
 class Lane(IntEnum):
@@ -119,6 +121,13 @@ def parse_rules(raw: Any, *, origin: str = "<rules>") -> RuleSet:
             condition = compile_condition(item.when) if item.when else None
         except ConditionError as exc:
             raise RulesError(f"{origin}: rule '{item.id}': {exc}") from exc
+        # A misspelt root ("dat.amount") would silently never match: refuse it instead.
+        unknown_roots = sorted(condition.roots() - CONDITION_ROOTS) if condition else []
+        if unknown_roots:
+            raise RulesError(
+                f"{origin}: rule '{item.id}': condition uses {', '.join(unknown_roots)}; "
+                f"conditions can read {', '.join(sorted(CONDITION_ROOTS))}"
+            )
         rules.append(
             Rule(
                 id=item.id,

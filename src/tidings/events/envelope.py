@@ -19,6 +19,8 @@ from tidings.events.schemas import CATALOGUE
 # Spec 3.1.1: attribute names are lower-case ASCII letters or digits.
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _REQUIRED = ("id", "source", "specversion", "type")
+# The stored columns' width; longer values are refused with a clear error, not a 500.
+MAX_ATTRIBUTE_LENGTH = 512
 
 
 class EventError(ValueError):
@@ -109,6 +111,15 @@ def _is_json(content_type: str) -> bool:
 
 
 def _canonical(attributes: Mapping[str, Any], data: Any) -> CanonicalEvent:
+    for name in ("id", "source", "type", "subject"):
+        value = attributes.get(name)
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_LENGTH:
+            raise EventError(
+                "invalid_envelope",
+                f"'{name}' is {len(value)} characters long; at most {MAX_ATTRIBUTE_LENGTH} "
+                "are accepted.",
+                field=name,
+            )
     if attributes["specversion"] != "1.0":
         raise EventError(
             "unsupported_specversion",
