@@ -99,6 +99,9 @@ def test_demo_mode_serves_the_mailbox_with_the_embedded_sink(tmp_path: Path) -> 
             return "remboursement" in httpx.get(f"{base}/dev/mailbox").text
 
         processes.wait_until(mail_arrived, timeout=30, what="demo mail in the mailbox")
+        landing = httpx.get(f"{base}/", follow_redirects=True)
+        assert landing.url.path == "/dashboard"
+        assert "/dev/mailbox" in landing.text
         page = httpx.get(f"{base}/dev/mailbox/1")
         assert page.status_code == 200
         assert "Message-ID" in page.text

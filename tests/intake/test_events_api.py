@@ -99,6 +99,7 @@ def test_unreadable_json_is_kept_too(client: TestClient, runtime: Runtime) -> No
     assert response.json()["code"] == "invalid_json"
     with runtime.engine.connect() as conn:
         kept = conn.execute(select(rejects)).one()
+    assert response.json()["reject_id"] == kept.id
     assert kept.payload == '{"specversion": "1.0", '
 
 

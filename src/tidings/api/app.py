@@ -17,7 +17,7 @@ from tidings.delivery import api as delivery_api
 from tidings.engine import api as engine_api
 from tidings.intake import api as intake_api
 from tidings.runtime import Runtime
-from tidings.web import mailbox
+from tidings.web import dashboard, mailbox
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -37,11 +37,12 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     app.include_router(intake_api.router)
     app.include_router(delivery_api.router)
     app.include_router(engine_api.router)
+    app.include_router(dashboard.router)
     if runtime.sink is not None:
         app.include_router(mailbox.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        return RedirectResponse("/dev/mailbox" if runtime.sink is not None else "/docs")
+        return RedirectResponse("/dashboard")
 
     return app

@@ -7,12 +7,14 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from tidings.db.dialect import upsert
 from tidings.db.ids import new_id
@@ -27,6 +29,8 @@ from tidings.templates.store import TemplateNotFound
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
+DATABASE_RETRY_SECONDS = 1.0
+RECORD_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,14 @@ class Worker:
         beat = asyncio.create_task(self._beat())
         try:
             while not self._stopping.is_set():
-                done = await self.run_once()
+                try:
+                    done = await self.run_once()
+                except SQLAlchemyError:
+                    # The database is away (restart, failover): leased jobs stay leased
+                    # and come back when their lease runs out; keep trying, gently.
+                    log.exception("worker %s cannot reach the database; retrying", self.id)
+                    await asyncio.sleep(DATABASE_RETRY_SECONDS)
+                    continue
                 if done == 0:
                     await self.wakeup.wait(self.config.poll_interval)
         finally:
@@ -96,8 +107,18 @@ class Worker:
             )
 
     def _record(self, outcomes: list[queue.JobOutcome]) -> None:
-        with self.engine.begin() as conn:
-            queue.record(conn, outcomes, worker_id=self.id, now=utcnow())
+        # Sends already happened: losing their outcomes would mean sending them again
+        # after the lease runs out, so a passing database error is retried here.
+        for attempt in range(RECORD_TRIES):
+            try:
+                with self.engine.begin() as conn:
+                    queue.record(conn, outcomes, worker_id=self.id, now=utcnow())
+                return
+            except OperationalError:
+                if attempt == RECORD_TRIES - 1:
+                    raise
+                log.warning("recording outcomes failed; trying again", exc_info=True)
+                time.sleep(0.2 * 2**attempt)
 
     async def _deliver(self, job: queue.ClaimedJob) -> queue.JobOutcome:
         started = utcnow()

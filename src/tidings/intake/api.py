@@ -63,7 +63,9 @@ async def post_events(
             actor=principal.actor,
         )
     except RequestError as error:
-        raise ApiProblem(error.status, error.code, error.detail, field=error.field) from error
+        raise ApiProblem(
+            error.status, error.code, error.detail, field=error.field, reject_id=error.reject_id
+        ) from error
     results = [_result(item) for item in outcome.items]
     if outcome.is_batch:
         summary = {

@@ -25,6 +25,7 @@ class RequestError(ValueError):
         self.code = code
         self.detail = detail
         self.field = field
+        self.reject_id: str | None = None  # set once the request is in the reject log
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ class Intake:
             is_batch, items = parse_request(content_type, headers, body, max_batch=self.max_batch)
         except RequestError as error:
             with self.engine.begin() as conn:
-                rejects.record(
+                error.reject_id = rejects.record(
                     conn,
                     channel="api",
                     code=error.code,
