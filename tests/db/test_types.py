@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -106,3 +107,14 @@ def test_naive_datetimes_are_refused(engine: Engine, table: Table, value: object
 def test_utcnow_is_aware_utc() -> None:
     now = utcnow()
     assert now.utcoffset() == timedelta(0)
+
+
+def test_a_sqlite_database_in_a_missing_folder_is_created(tmp_path: Path) -> None:
+    from tidings.db.engine import create_disposable_engine
+    from tidings.db.migrate import current_revision, head_revision, upgrade
+
+    engine = create_disposable_engine(f"sqlite:///{tmp_path}/not/yet/there.db")
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+    engine.dispose()

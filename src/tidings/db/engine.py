@@ -23,11 +23,7 @@ def normalize_url(url: str) -> str:
 
 def create_db_engine(url: str, *, pool_size: int = 8) -> Engine:
     url = normalize_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if _prepare_sqlite_file(url):
         engine = create_engine(
             url,
             # The driver's own transaction handling is turned off so that we can
@@ -49,16 +45,25 @@ def create_db_engine(url: str, *, pool_size: int = 8) -> Engine:
 
 def create_disposable_engine(url: str) -> Engine:
     """An engine for one-shot commands (migrate, CLI): no pooled connections left behind."""
-    engine = create_engine(normalize_url(url), poolclass=NullPool)
-    if engine.dialect.name == "sqlite":
-        engine.dispose()
-        engine = create_engine(
-            normalize_url(url),
-            poolclass=NullPool,
-            connect_args={"isolation_level": None, "timeout": 30},
-        )
-        _install_sqlite_hooks(engine)
+    url = normalize_url(url)
+    if not _prepare_sqlite_file(url):
+        return create_engine(url, poolclass=NullPool)
+    engine = create_engine(
+        url, poolclass=NullPool, connect_args={"isolation_level": None, "timeout": 30}
+    )
+    _install_sqlite_hooks(engine)
     return engine
+
+
+def _prepare_sqlite_file(url: str) -> bool:
+    """For a SQLite URL, make sure the file's folder exists; returns whether it is SQLite."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return True
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
