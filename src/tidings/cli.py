@@ -197,21 +197,29 @@ def rejects_list(show_all: bool, limit: int, as_json: bool) -> None:
 def rejects_replay(reject_id: str) -> None:
     """Try a rejected payload again (after fixing what rejected it)."""
     from tidings.intake.intake import RejectNotFound
+    from tidings.intake.webhooks import WebhookError
     from tidings.runtime import build_runtime
 
     runtime = build_runtime(_settings())
     try:
-        outcome = runtime.intake.replay(reject_id, actor="cli")
+        outcomes = runtime.replay_reject(reject_id, actor="cli")
     except RejectNotFound as exc:
         raise click.ClickException(str(exc)) from exc
+    except WebhookError as exc:
+        raise click.ClickException(f"still rejected: {exc.detail}") from exc
     finally:
         runtime.close()
-    if outcome.accepted is None:
-        error = outcome.item.error
+    refused = [o for o in outcomes if o.accepted is None]
+    if refused and len(refused) == len(outcomes):
+        error = refused[0].item.error
         detail = error.detail if error else "the request could not be read"
         raise click.ClickException(f"still rejected: {detail}")
-    state = "a duplicate of a stored event" if outcome.accepted.duplicate else "accepted"
-    console.print(f"{reject_id}: {state} as {outcome.accepted.event_id}")
+    for outcome in outcomes:
+        if outcome.accepted is not None:
+            state = "a duplicate of a stored event" if outcome.accepted.duplicate else "accepted"
+            console.print(f"{reject_id}: {state} as {outcome.accepted.event_id}")
+        else:
+            console.print(f"{reject_id}: one event still refused, kept as {outcome.reject_id}")
 
 
 # --- dead letters -------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_VAR_DIR = Path("var")
@@ -53,6 +54,25 @@ class Settings(BaseSettings):
     heartbeat_stale_seconds: float = Field(default=30.0, gt=0)
 
     batch_max_events: int = Field(default=1000, ge=1)
+
+    # Webhook sources: a source without a secret refuses its webhooks (503, kept).
+    shopify_webhook_secret: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    aftership_webhook_secret: SecretStr | None = None
+    easypost_webhook_secret: SecretStr | None = None
+    returns_webhook_secret: SecretStr | None = None
+    source_strictness: dict[str, Literal["strict", "lenient"]] = Field(
+        default_factory=dict,
+        description='JSON: {"shopify": "lenient", "shopify:acme.myshopify.com": "strict"}',
+    )
+
+    def webhook_secrets(self) -> dict[str, str | None]:
+        names = ("shopify", "stripe", "aftership", "easypost", "returns")
+        secrets: dict[str, str | None] = {}
+        for name in names:
+            value: SecretStr | None = getattr(self, f"{name}_webhook_secret")
+            secrets[name] = value.get_secret_value() if value else None
+        return secrets
 
     @field_validator("smtp_url")
     @classmethod

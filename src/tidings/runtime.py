@@ -18,8 +18,11 @@ from tidings.delivery.sink import MailSink
 from tidings.delivery.wakeup import Wakeup
 from tidings.delivery.worker import Worker, WorkerConfig
 from tidings.engine.rules import RulesError, RuleSet, load_rules
-from tidings.intake.intake import Intake
+from tidings.intake.intake import Intake, ItemOutcome, RejectNotFound
+from tidings.intake.rejects import get_reject
 from tidings.intake.service import DeliveryDefaults
+from tidings.intake.sources.registry import builtin_adapters
+from tidings.intake.webhooks import Strictness, Webhooks
 from tidings.templates.rendering import Renderer
 from tidings.templates.store import TemplateStore
 
@@ -31,6 +34,7 @@ class Runtime:
     rules: RuleSet
     renderer: Renderer
     intake: Intake
+    webhooks: Webhooks
     keys: KeyVerifier
     wakeup: Wakeup
     sink: MailSink | None = None
@@ -71,6 +75,16 @@ class Runtime:
         self.workers.append(worker)
         return worker
 
+    def replay_reject(self, reject_id: str, *, actor: str) -> list[ItemOutcome]:
+        """Try a kept payload again through the path it first came in by."""
+        with self.engine.connect() as conn:
+            stored = get_reject(conn, reject_id)
+        if stored is None:
+            raise RejectNotFound(f"No reject with id {reject_id}. See `tidings rejects list`.")
+        if stored["channel"] in self.webhooks.adapters:
+            return self.webhooks.replay(stored, actor=actor)
+        return [self.intake.replay(reject_id, actor=actor)]
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -88,12 +102,19 @@ def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtim
         max_batch=settings.batch_max_events,
         on_commit=wakeup.notify,
     )
+    webhooks = Webhooks(
+        intake,
+        builtin_adapters(),
+        settings.webhook_secrets(),
+        Strictness(settings.source_strictness),
+    )
     return Runtime(
         settings=settings,
         engine=engine,
         rules=rules,
         renderer=Renderer(store),
         intake=intake,
+        webhooks=webhooks,
         keys=KeyVerifier(engine),
         wakeup=wakeup,
     )

@@ -16,6 +16,7 @@ from tidings.api.problems import ApiProblem, handle_api_problem, handle_http, ha
 from tidings.delivery import api as delivery_api
 from tidings.engine import api as engine_api
 from tidings.intake import api as intake_api
+from tidings.intake import webhook_api
 from tidings.runtime import Runtime
 from tidings.web import dashboard, mailbox
 
@@ -35,6 +36,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     app.add_exception_handler(StarletteHTTPException, handle_http)
     app.include_router(health.router)
     app.include_router(intake_api.router)
+    app.include_router(webhook_api.router)
     app.include_router(delivery_api.router)
     app.include_router(engine_api.router)
     app.include_router(dashboard.router)

@@ -18,7 +18,7 @@ from tidings.intake.intake import ItemOutcome
 router = APIRouter(tags=["intake"])
 
 
-def _result(outcome: ItemOutcome) -> dict[str, Any]:
+def item_result(outcome: ItemOutcome) -> dict[str, Any]:
     if outcome.accepted is not None:
         return {
             "index": outcome.item.index,
@@ -66,7 +66,7 @@ async def post_events(
         raise ApiProblem(
             error.status, error.code, error.detail, field=error.field, reject_id=error.reject_id
         ) from error
-    results = [_result(item) for item in outcome.items]
+    results = [item_result(item) for item in outcome.items]
     if outcome.is_batch:
         summary = {
             status: sum(1 for r in results if r["status"] == status)

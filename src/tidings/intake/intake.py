@@ -73,7 +73,7 @@ class Intake:
                     now=utcnow(),
                 )
             raise
-        outcomes = self._store(
+        outcomes = self.store_items(
             items,
             content_type=STRUCTURED if is_batch else content_type,
             headers={} if is_batch else kept_headers,
@@ -124,14 +124,16 @@ class Intake:
         self._committed()
         return ItemOutcome(item, accepted[0], None)
 
-    def _store(
+    def store_items(
         self,
         items: list[Item],
         *,
         content_type: str | None,
         headers: dict[str, str],
         actor: str,
+        channel: str = "api",
     ) -> list[ItemOutcome]:
+        """Ingest the good items and keep the bad ones in the reject log, in one transaction."""
         now = utcnow()
         good = [item.event for item in items if item.event is not None]
         reject_ids: dict[int, str] = {}
@@ -145,7 +147,7 @@ class Intake:
                 if item.error is not None:
                     reject_ids[item.index] = rejects.record(
                         conn,
-                        channel="api",
+                        channel=channel,
                         code=item.error.code,
                         detail=item.error.detail,
                         field=item.error.field,

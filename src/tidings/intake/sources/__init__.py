@@ -1,0 +1,1 @@
+"""One adapter per source kind: verify the signature, map the payload to canonical events."""

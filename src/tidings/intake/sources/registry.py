@@ -1,0 +1,10 @@
+"""The webhook sources Tidings understands, by route name."""
+
+from __future__ import annotations
+
+from tidings.intake.sources.base import SourceAdapter
+
+
+def builtin_adapters() -> dict[str, SourceAdapter]:
+    adapters: list[SourceAdapter] = []
+    return {adapter.name: adapter for adapter in adapters}
