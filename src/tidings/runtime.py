@@ -18,6 +18,7 @@ from tidings.delivery.sink import MailSink
 from tidings.delivery.wakeup import Wakeup
 from tidings.delivery.worker import Worker, WorkerConfig
 from tidings.engine.rules import RulesError, RuleSet, load_rules
+from tidings.engine.scheduled import run_due
 from tidings.intake.intake import Intake, ItemOutcome, RejectNotFound
 from tidings.intake.rejects import get_reject
 from tidings.intake.service import DeliveryDefaults
@@ -71,6 +72,9 @@ class Runtime:
                 store={"name": s.store_name, "support_email": s.support_email},
             ),
             wakeup=self.wakeup,
+            on_tick=lambda: run_due(
+                self.engine, rules=self.rules, max_attempts=s.retry_max_attempts, actor="engine"
+            ),
         )
         self.workers.append(worker)
         return worker

@@ -41,6 +41,7 @@ customers = Table(
     Column("phone", String(32)),
     Column("locale", String(35)),
     Column("time_zone", String(64)),
+    Column("segment", String(64)),  # e.g. "wholesale": rules can exclude segments
     # What the customer chose (locale, time zone, opted-out categories); it wins over
     # what sources say about the customer, which only fills the profile columns.
     Column("preferences", JSONType, nullable=False),
@@ -57,6 +58,17 @@ orders = Table(
     Column("locale", String(35)),
     Column("currency", String(3)),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False, server_default="open"),  # open | canceled
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("order_id", String(128), ForeignKey("orders.id"), primary_key=True),
+    Column("sku", String(128), primary_key=True),
+    Column("name", Text),
+    Column("quantity", Integer, nullable=False),
+    Index("ix_order_lines_sku", "sku"),
 )
 
 events = Table(
@@ -97,6 +109,14 @@ notifications = Table(
     Column("reason", Text),
     Column("dedupe_key", String(512), nullable=False),
     Column("rendered", JSONType),
+    # Held notifications of one group (a shipment, for one recipient and channel) are
+    # superseded by a newer one; digest items wait under a digest key for their digest.
+    Column("group_key", String(64)),
+    Column("digest_key", String(256)),
+    Column("parent_id", String(32)),
+    Column("scheduled_for", UTCDateTime),
+    # Render context beyond the event (the product a backorder is about, digest items).
+    Column("extra", JSONType),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
@@ -104,6 +124,9 @@ notifications = Table(
     Index("ix_notifications_event_id", "event_id"),
     Index("ix_notifications_order_id", "order_id"),
     Index("ix_notifications_status", "status"),
+    Index("ix_notifications_group_key", "group_key"),
+    Index("ix_notifications_digest_key", "digest_key"),
+    Index("ix_notifications_parent_id", "parent_id"),
 )
 
 delivery_jobs = Table(
@@ -239,4 +262,62 @@ workers = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("stopped_at", UTCDateTime),
+)
+
+
+# The furthest a shipment has got, so a late, lower-ranked scan cannot be sent after it.
+shipments = Table(
+    "shipments",
+    metadata,
+    Column("key", String(256), primary_key=True),  # tracking number, else shipment id
+    Column("order_id", String(128)),
+    Column("rank", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+stock_levels = Table(
+    "stock_levels",
+    metadata,
+    Column("sku", String(128), primary_key=True),
+    Column("location", String(128), primary_key=True),
+    Column("available", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Per SKU: where stock stands and what customers were last told about it.
+sku_states = Table(
+    "sku_states",
+    metadata,
+    Column("sku", String(128), primary_key=True),
+    Column("state", String(16), nullable=False),  # in_stock | backordered
+    Column("restock_eta", String(10)),
+    Column("notified_eta", String(10)),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+stock_subscriptions = Table(
+    "stock_subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("sku", String(128), nullable=False),
+    Column("customer_id", String(128), ForeignKey("customers.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("notified_at", UTCDateTime),
+    UniqueConstraint("sku", "customer_id", name="uq_stock_subscriptions_sku"),
+    Index("ix_stock_subscriptions_waiting", "sku", "created_at"),
+)
+
+# Work the engine itself schedules (digests, back-in-stock waves), claimed like jobs.
+timers = Table(
+    "timers",
+    metadata,
+    Column("key", String(256), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("payload", JSONType, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | leased | done
+    Column("attempts", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_timers_due", "status", "due_at"),
 )

@@ -8,7 +8,7 @@ when it is queued and its ``run_at`` has passed, or when it is leased and its le
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from tidings.db.schema import (
 )
 
 ACTIVE = ("queued", "leased")
+DIGEST_KIND = "inventory_digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class ClaimedJob:
     customer: dict[str, Any]
     order: dict[str, Any]
     event: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ def claim(
             notifications.c.recipient,
             notifications.c.locale,
             notifications.c.time_zone,
+            notifications.c.extra,
             customers.c.id.label("customer_id"),
             customers.c.name.label("customer_name"),
             customers.c.email.label("customer_email"),
@@ -150,9 +153,42 @@ def claim(
                     "received_at": row.received_at,
                     "data": data,
                 },
+                extra=dict(row.extra or {}),
             )
         )
+    digests = [job.notification_id for job in jobs if job.kind == DIGEST_KIND]
+    if digests:
+        items = _digest_items(conn, digests)
+        jobs = [
+            replace(job, extra={**job.extra, "items": items.get(job.notification_id, [])})
+            if job.kind == DIGEST_KIND
+            else job
+            for job in jobs
+        ]
     return jobs
+
+
+def _digest_items(conn: Connection, parents: list[str]) -> dict[str, list[dict[str, Any]]]:
+    rows = conn.execute(
+        select(
+            notifications.c.parent_id, notifications.c.kind, notifications.c.extra, events.c.data
+        )
+        .join(events, events.c.id == notifications.c.event_id)
+        .where(notifications.c.parent_id.in_(parents))
+        .order_by(notifications.c.created_at)
+    ).all()
+    items: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        data = row.data or {}
+        product = (row.extra or {}).get("product") or {
+            "sku": data.get("sku"),
+            "name": None,
+            "url": None,
+        }
+        items.setdefault(row.parent_id, []).append(
+            {"kind": row.kind, "product": product, "restock_eta": data.get("restock_eta")}
+        )
+    return items
 
 
 def record(

@@ -8,7 +8,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,6 +51,7 @@ class Worker:
         retry: RetryPolicy,
         config: WorkerConfig,
         wakeup: Wakeup | None = None,
+        on_tick: Callable[[], int] | None = None,
     ) -> None:
         self.engine = engine
         self.providers = providers
@@ -58,6 +59,8 @@ class Worker:
         self.retry = retry
         self.config = config
         self.wakeup = wakeup or Wakeup()
+        # Scheduled engine work (digests, restock waves) that workers run between batches.
+        self.on_tick = on_tick
         self.id = new_id("wrk")
         self._rng = random.Random()  # noqa: S311 - jitter, not security
         self._stopping = asyncio.Event()
@@ -88,13 +91,14 @@ class Worker:
             await asyncio.to_thread(self._heartbeat, stopped=True)
 
     async def run_once(self) -> int:
-        """Claim and process one batch; returns how many jobs it handled."""
+        """Claim and process one batch; returns how many jobs (and timers) it handled."""
+        ticked = await asyncio.to_thread(self.on_tick) if self.on_tick else 0
         jobs = await asyncio.to_thread(self._claim)
         if not jobs:
-            return 0
+            return ticked
         outcomes = await asyncio.gather(*(self._deliver(job) for job in jobs))
         await asyncio.to_thread(self._record, outcomes)
-        return len(jobs)
+        return len(jobs) + ticked
 
     def _claim(self) -> list[queue.ClaimedJob]:
         with self.engine.begin() as conn:
@@ -200,6 +204,7 @@ class Worker:
             "data": job.event["data"],
             "event": {"id": job.event["id"], "type": job.event["type"], "time": job.event["time"]},
             "store": dict(self.config.store),
+            **job.extra,
         }
 
     async def _beat(self) -> None:

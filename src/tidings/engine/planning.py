@@ -1,18 +1,43 @@
-"""From one event to the notifications it should cause: pure decisions, no I/O."""
+"""From one event to the notifications it should cause: pure decisions, no I/O.
+
+The caller (intake) gathers the facts (recipients, the order, how far a shipment has got,
+how many messages an order's customer already had today) and stores what comes out.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from tidings.engine import policy
 from tidings.engine.recipients import Recipient
-from tidings.engine.rules import Rule, RuleSet
+from tidings.engine.rules import Policy, Rule, RuleSet
 from tidings.events.envelope import CanonicalEvent
 
 QUEUED = "queued"
+SCHEDULED = "scheduled"
+HELD = "held"
 SUPPRESSED = "suppressed"
+WAITING = frozenset({QUEUED, SCHEDULED, HELD})
+BUDGET_REASON = "the per-order contact budget for today is used up"
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What planning needs to know beyond the event itself."""
+
+    now: datetime
+    order: Mapping[str, Any] | None = None
+    # How far this event's shipment had got before it: (rank, status), or None.
+    shipment_reached: tuple[int | None, str] | None = None
+    # Non-critical messages each recipient already got about this order in 24 hours.
+    sent_today: Mapping[str, int] = field(default_factory=dict)
+    # Per recipient: render context beyond the event (a backordered product, ...).
+    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,18 +46,41 @@ class PlannedNotification:
     channel: str
     recipient: Recipient | None
     address: str | None
-    status: str
+    status: str  # queued | scheduled | held | suppressed
     reason: str | None
     dedupe_key: str
+    run_at: datetime
+    group_key: str | None = None
+    digest: bool = False
+    extra: Mapping[str, Any] | None = None
 
 
-def dedupe_key(*parts: str) -> str:
+def key(*parts: object) -> str:
     """A fixed-length key no two different part lists share (JSON keeps the boundaries)."""
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
+    text = json.dumps([str(part) for part in parts], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def shipment_key(data: Mapping[str, Any]) -> str:
+    """One parcel, whichever source reports it: its tracking number, else the shipment id."""
+    return str(data.get("tracking_number") or data.get("shipment_id"))
+
+
+def business_identity(event: CanonicalEvent) -> tuple[object, ...]:
+    """What makes two events the same news, across sources: a parcel reaching a status
+    told by Shopify and by AfterShip is one message."""
+    data = event.data
+    if event.type == "shipment.status_changed":
+        return ("shipment", shipment_key(data), data.get("status"))
+    if event.type == "return.status_changed":
+        return ("return", data.get("return_id"), data.get("status"))
+    if event.type.startswith("refund."):
+        return ("refund", data.get("refund_id"), event.type)
+    return ("event", event.source, event.id)
 
 
 def condition_context(
-    event: CanonicalEvent, recipient: Recipient | None, order: dict[str, Any] | None
+    event: CanonicalEvent, recipient: Recipient | None, order: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     return {
         "data": event.data,
@@ -43,45 +91,131 @@ def condition_context(
             "subject": event.subject,
         },
         "customer": recipient.as_context() if recipient else {},
-        "order": order or {},
+        "order": dict(order or {}),
     }
 
 
 def plan(
     event: CanonicalEvent,
-    recipient: Recipient | None,
+    recipients: Sequence[Recipient | None],
     rules: RuleSet,
-    *,
-    order: dict[str, Any] | None = None,
+    facts: Facts,
 ) -> list[PlannedNotification]:
-    """Every matching rule yields one notification per channel: queued, or suppressed with why."""
+    """Every matching rule yields, per recipient and channel, one notification: queued,
+    scheduled (quiet hours, a sending window), held (a hold or a digest), or suppressed
+    with the reason. ``recipients`` of ``[None]`` means nobody could be found."""
     matching = rules.for_type(event.type)
     if not matching:
         return []
-    context = condition_context(event, recipient, order)
-    planned = []
-    for rule in matching:
-        if not rule.matches(context):
-            continue
-        for channel in rule.channels:
-            address = recipient.address_for(channel) if recipient else None
-            status, reason = QUEUED, None
-            if recipient is None:
-                status, reason = SUPPRESSED, "no recipient: the event names no known customer"
-            elif not rule.critical and rule.category in recipient.opted_out:
-                status = SUPPRESSED
-                reason = f"the customer opted out of the '{rule.category}' category"
-            elif address is None:
-                status, reason = SUPPRESSED, f"the customer has no {channel} address"
-            planned.append(
-                PlannedNotification(
-                    rule=rule,
-                    channel=channel,
-                    recipient=recipient,
-                    address=address,
-                    status=status,
-                    reason=reason,
-                    dedupe_key=dedupe_key(rule.id, channel, event.source, event.id),
+    shipment_verdict = None
+    if event.type == "shipment.status_changed":
+        reached_rank, reached_status = facts.shipment_reached or (None, None)
+        shipment_verdict = policy.shipment_verdict(
+            reached_rank=reached_rank,
+            reached_status=reached_status,
+            status=str(event.data.get("status")),
+        )
+    identity = business_identity(event)
+    planned: list[PlannedNotification] = []
+    for recipient in recipients:
+        context = condition_context(event, recipient, facts.order)
+        budget_left = _budget_left(rules, facts, recipient)
+        for rule in matching:
+            if not rule.matches(context):
+                continue
+            gates = {
+                channel: _gate(rule, channel, recipient, shipment_verdict)
+                for channel in rule.channels
+            }
+            # One message counts once against the budget, whatever the number of channels,
+            # and only if it would really go out.
+            if not rule.critical and budget_left is not None:
+                if any(status == QUEUED for status, _ in gates.values()):
+                    if budget_left <= 0:
+                        gates = {
+                            channel: (SUPPRESSED, BUDGET_REASON) if gate[0] == QUEUED else gate
+                            for channel, gate in gates.items()
+                        }
+                    budget_left -= 1
+            for channel, (status, reason) in gates.items():
+                timing = policy.Timing(facts.now)
+                digest = False
+                if status == QUEUED and recipient is not None:
+                    digest = rule.digest and rule.category in recipient.digest_categories
+                    timing = _timing(rule, channel, recipient, rules.policy, facts.now, digest)
+                    if timing.at > facts.now:
+                        status = HELD if (digest or rule.hold) else SCHEDULED
+                        reason = timing.reason
+                who = recipient.customer_id if recipient else None
+                planned.append(
+                    PlannedNotification(
+                        rule=rule,
+                        channel=channel,
+                        recipient=recipient,
+                        address=recipient.address_for(channel) if recipient else None,
+                        status=status,
+                        reason=reason,
+                        dedupe_key=key(rule.id, channel, who, *identity),
+                        run_at=timing.at,
+                        group_key=(
+                            key(rule.group, shipment_key(event.data), who, channel)[:64]
+                            if rule.group
+                            else None
+                        ),
+                        digest=digest,
+                        extra=facts.extra.get(who or ""),
+                    )
                 )
-            )
     return planned
+
+
+def _budget_left(rules: RuleSet, facts: Facts, recipient: Recipient | None) -> int | None:
+    limit = rules.policy.contact_budget_per_order_per_day
+    if limit is None or recipient is None or facts.order is None:
+        return None
+    return limit - facts.sent_today.get(recipient.customer_id, 0)
+
+
+def _gate(
+    rule: Rule,
+    channel: str,
+    recipient: Recipient | None,
+    shipment: policy.ShipmentVerdict | None,
+) -> tuple[str, str | None]:
+    """Whether this message may exist at all, and if not, why (first reason wins)."""
+    if recipient is None:
+        return SUPPRESSED, "no recipient: the event names no known customer"
+    if shipment is not None and not shipment.notify:
+        return SUPPRESSED, shipment.reason
+    if not rule.critical and rule.category in recipient.opted_out:
+        return SUPPRESSED, f"the customer opted out of the '{rule.category}' category"
+    if not rule.critical and channel in recipient.muted_channels:
+        return SUPPRESSED, f"the customer turned {channel} off"
+    if recipient.address_for(channel) is None:
+        return SUPPRESSED, f"the customer has no {channel} address"
+    return QUEUED, None
+
+
+def _timing(
+    rule: Rule,
+    channel: str,
+    recipient: Recipient,
+    store: Policy,
+    now: datetime,
+    digest: bool,
+) -> policy.Timing:
+    if digest:
+        hour = recipient.digest_hour if recipient.digest_hour is not None else store.digest_hour
+        at = policy.next_digest_at(now, recipient.time_zone, hour)
+        return policy.Timing(at, f"in the daily digest at {hour:02d}:00")
+    quiet = recipient.quiet_hours if recipient.has_own_quiet_hours else store.quiet_hours
+    return policy.send_time(
+        now=now,
+        channel=channel,
+        critical=rule.critical,
+        time_zone=recipient.time_zone,
+        quiet_hours=quiet,
+        defer_email=store.defer_email_in_quiet_hours,
+        window=rule.window,
+        hold=rule.hold,
+    )

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.engine.policy import DailyWindow
+
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
@@ -16,10 +18,18 @@ class Recipient:
     locale: str | None
     time_zone: str | None
     opted_out: frozenset[str]
+    segment: str | None = None
+    muted_channels: frozenset[str] = frozenset()
+    quiet_hours: DailyWindow | None = None
+    has_own_quiet_hours: bool = False
+    digest_categories: frozenset[str] = frozenset()
+    digest_hour: int | None = None
 
     def address_for(self, channel: str) -> str | None:
         if channel == "email":
             return self.email
+        if channel == "sms":
+            return self.phone
         if channel == "in_app":
             return self.customer_id
         return None
@@ -32,6 +42,7 @@ class Recipient:
             "phone": self.phone,
             "locale": self.locale,
             "time_zone": self.time_zone,
+            "segment": self.segment,
         }
 
 
@@ -46,4 +57,12 @@ def recipient_from_row(row: Mapping[str, Any]) -> Recipient:
         locale=preferences.get("locale") or row.get("locale"),
         time_zone=preferences.get("time_zone") or row.get("time_zone"),
         opted_out=frozenset(preferences.get("opted_out") or ()),
+        segment=row.get("segment"),
+        muted_channels=frozenset(
+            channel for channel, on in (preferences.get("channels") or {}).items() if not on
+        ),
+        quiet_hours=DailyWindow.parse(quiet) if (quiet := preferences.get("quiet_hours")) else None,
+        has_own_quiet_hours="quiet_hours" in preferences,
+        digest_categories=frozenset((preferences.get("digest") or {}).get("categories") or ()),
+        digest_hour=(preferences.get("digest") or {}).get("hour"),
     )

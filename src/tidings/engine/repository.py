@@ -12,7 +12,7 @@ from tidings.db.dialect import upsert
 from tidings.db.schema import customers, orders
 from tidings.engine.recipients import Recipient, recipient_from_row
 
-_PROFILE = ("name", "email", "phone", "locale", "time_zone")
+_PROFILE = ("name", "email", "phone", "locale", "time_zone", "segment")
 
 
 def upsert_customers(conn: Connection, profiles: Iterable[dict[str, Any]], now: datetime) -> None:

@@ -6,7 +6,9 @@ are compiled by the safe expression language in ``conditions``; nothing is ever 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -15,10 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tidings.engine.conditions import Condition, ConditionError, compile_condition
+from tidings.engine.policy import DailyWindow, parse_duration
 from tidings.events.schemas import CATALOGUE
 
 BUILTIN_RULES = Path(__file__).parent / "builtin_rules.yaml"
-CHANNELS = ("email", "in_app")
+CHANNELS = ("email", "sms", "push", "in_app")
 # What planning puts in a condition's context (see planning.condition_context).
 CONDITION_ROOTS = frozenset({"data", "event", "customer", "order"})
 
@@ -49,7 +52,25 @@ class _RuleSpec(BaseModel):
     kind: str = Field(pattern=r"^[a-z0-9_]+$")
     category: str
     priority: Literal["critical", "transactional", "bulk"] = "transactional"
-    channels: list[Literal["email", "in_app"]] = Field(min_length=1)
+    channels: list[Literal["email", "sms", "push", "in_app"]] = Field(min_length=1)
+    hold: str | None = None
+    group: str | None = Field(default=None, pattern=r"^[a-z_]+$")
+    window: str | None = None
+    digest: bool = False
+
+    @field_validator("hold")
+    @classmethod
+    def _hold(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            DailyWindow.parse(value)
+        return value
 
     @field_validator("event")
     @classmethod
@@ -59,9 +80,56 @@ class _RuleSpec(BaseModel):
         return value
 
 
+class _PolicySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quiet_hours: str | None = "21:00-08:00"
+    defer_email_in_quiet_hours: bool = False
+    contact_budget_per_order_per_day: int | None = Field(default=None, ge=1)
+    digest_hour: int = Field(default=18, ge=0, le=23)
+    restock_eta_margin_days: int = Field(default=2, ge=0)
+    back_in_stock_wave_multiple: float = Field(default=2.0, gt=0)
+    back_in_stock_wave_interval: str = "30m"
+    low_stock_thresholds: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None:
+            DailyWindow.parse(value)
+        return value
+
+    @field_validator("back_in_stock_wave_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+DEFAULT_QUIET_HOURS = DailyWindow(time(21), time(8))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Store-wide defaults; a customer's own preferences win where they have one."""
+
+    quiet_hours: DailyWindow | None = DEFAULT_QUIET_HOURS
+    defer_email_in_quiet_hours: bool = False
+    contact_budget_per_order_per_day: int | None = None
+    digest_hour: int = 18
+    restock_eta_margin_days: int = 2
+    back_in_stock_wave_multiple: float = 2.0
+    back_in_stock_wave_interval: timedelta = timedelta(minutes=30)
+    low_stock_thresholds: Mapping[str, int] = field(default_factory=dict)
+
+    def low_stock_threshold(self, sku: str) -> int:
+        """Available below this means backordered (default 0: oversold)."""
+        return self.low_stock_thresholds.get(sku, self.low_stock_thresholds.get("default", 0))
+
+
 class _RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     categories: dict[str, _CategorySpec]
+    policy: _PolicySpec = Field(default_factory=_PolicySpec)
     rules: list[_RuleSpec]
 
 
@@ -75,6 +143,10 @@ class Rule:
     critical: bool
     lane: Lane
     channels: tuple[str, ...]
+    hold: timedelta | None = None
+    group: str | None = None
+    window: DailyWindow | None = None
+    digest: bool = False
 
     def matches(self, context: dict[str, Any]) -> bool:
         return self.condition is None or self.condition.evaluate(context)
@@ -85,6 +157,7 @@ class RuleSet:
     rules: tuple[Rule, ...]
     categories: frozenset[str]
     critical_categories: frozenset[str]
+    policy: Policy = field(default_factory=Policy)
 
     def for_type(self, event_type: str) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.rules if rule.event_type == event_type)
@@ -138,7 +211,22 @@ def parse_rules(raw: Any, *, origin: str = "<rules>") -> RuleSet:
                 critical=spec.categories[item.category].critical,
                 lane=Lane[item.priority],
                 channels=tuple(dict.fromkeys(item.channels)),
+                hold=parse_duration(item.hold) if item.hold else None,
+                group=item.group,
+                window=DailyWindow.parse(item.window) if item.window else None,
+                digest=item.digest,
             )
         )
     critical = frozenset(name for name, cat in spec.categories.items() if cat.critical)
-    return RuleSet(tuple(rules), frozenset(spec.categories), critical)
+    p = spec.policy
+    policy = Policy(
+        quiet_hours=DailyWindow.parse(p.quiet_hours) if p.quiet_hours else None,
+        defer_email_in_quiet_hours=p.defer_email_in_quiet_hours,
+        contact_budget_per_order_per_day=p.contact_budget_per_order_per_day,
+        digest_hour=p.digest_hour,
+        restock_eta_margin_days=p.restock_eta_margin_days,
+        back_in_stock_wave_multiple=p.back_in_stock_wave_multiple,
+        back_in_stock_wave_interval=parse_duration(p.back_in_stock_wave_interval),
+        low_stock_thresholds=dict(p.low_stock_thresholds),
+    )
+    return RuleSet(tuple(rules), frozenset(spec.categories), critical, policy)

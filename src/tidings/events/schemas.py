@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
 from babel.numbers import list_currencies
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 _CURRENCIES = frozenset(list_currencies())
 _TIME_ZONES = frozenset(available_timezones())
@@ -48,6 +48,7 @@ class Customer(Data):
     phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{1,14}$")
     locale: Locale | None = None
     time_zone: TimeZone | None = None
+    segment: str | None = Field(default=None, max_length=64)
 
 
 class OrderScoped(Data):
@@ -130,7 +131,11 @@ ShipmentStatus = Literal[
 ]
 
 
-class ShipmentStatusChanged(OrderScoped):
+class ShipmentStatusChanged(Data):
+    # Carriers' trackers often know only the tracking number; the engine finds the
+    # order from an earlier event that named both.
+    order_id: Id | None = None
+    customer: Customer | None = None
     shipment_id: Id
     carrier: str | None = None
     tracking_number: str | None = None
@@ -139,6 +144,12 @@ class ShipmentStatusChanged(OrderScoped):
     carrier_status: str | None = None
     occurred_at: datetime | None = None
     estimated_delivery: date | None = None
+
+    @model_validator(mode="after")
+    def _traceable(self) -> ShipmentStatusChanged:
+        if not self.order_id and not self.tracking_number:
+            raise ValueError("a shipment update needs an order_id or a tracking_number")
+        return self
 
 
 ReturnStatus = Literal[
@@ -163,6 +174,7 @@ class ReturnLine(Data):
 
 
 class ReturnStatusChanged(OrderScoped):
+    outcome: Literal["accepted", "rejected"] | None = None
     return_id: Id
     return_reference: str | None = None
     status: ReturnStatus
