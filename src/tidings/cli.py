@@ -13,11 +13,13 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from tidings.config import Settings
+from tidings.config import Settings, store_branding
 
 console = Console()
+IMPORT_CHUNK = 1000
 
 
 def _settings() -> Settings:
@@ -92,6 +94,105 @@ def demo(orders: int, seed: int) -> None:
     from tidings.demo_run import run_demo
 
     sys.exit(run_demo(orders=orders, seed=seed, console=console))
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "jsonl"]),
+    default=None,
+    help="Defaults to the file's extension.",
+)
+@click.option(
+    "--source",
+    default="erp",
+    show_default=True,
+    help="Names the system the file comes from (the events' source is import:NAME).",
+)
+def import_file(path: Path, file_format: str | None, source: str) -> None:
+    """Import stock levels, restock dates or returns from a CSV or JSON Lines file."""
+    from tidings.intake.cloudevents_http import STRUCTURED
+    from tidings.intake.files import read_lines
+    from tidings.runtime import build_runtime
+
+    chosen = file_format or ("jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv")
+    lines = list(
+        read_lines(
+            path.read_text(encoding="utf-8-sig"), file_format=chosen, source=f"import:{source}"
+        )
+    )
+    runtime = build_runtime(_settings())
+    accepted = duplicates = 0
+    refused: list[list[str]] = []
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task(f"importing {path.name}", total=len(lines))
+            for start in range(0, len(lines), IMPORT_CHUNK):
+                chunk = [line.item for line in lines[start : start + IMPORT_CHUNK]]
+                for outcome in runtime.intake.store_items(
+                    chunk,
+                    content_type=STRUCTURED,
+                    headers={},
+                    actor=f"import:{source}",
+                    channel="import",
+                ):
+                    if outcome.accepted is None:
+                        error = outcome.item.error
+                        refused.append(
+                            [
+                                str(outcome.item.index),
+                                error.code if error else "",
+                                error.detail if error else "",
+                                outcome.reject_id or "",
+                            ]
+                        )
+                    elif outcome.accepted.duplicate:
+                        duplicates += 1
+                    else:
+                        accepted += 1
+                progress.advance(task, len(chunk))
+    finally:
+        runtime.close()
+    console.print(f"{accepted} accepted, {duplicates} already imported, {len(refused)} refused")
+    if refused:
+        _table(["line", "code", "detail", "reject"], refused)
+        sys.exit(1)
+
+
+@main.group()
+def templates() -> None:
+    """Message templates."""
+
+
+@templates.command("preview")
+@click.argument("kind")
+@click.option("--locale", default="en", show_default=True)
+@click.option(
+    "--channel",
+    type=click.Choice(["email", "sms", "push", "in_app"]),
+    default="email",
+    show_default=True,
+)
+@click.option("--part", default=None, help="Show one part only (subject, txt, html, title).")
+def templates_preview(kind: str, locale: str, channel: str, part: str | None) -> None:
+    """Render KIND with its sample data, as the customer would get it."""
+    from tidings.templates.preview import preview
+    from tidings.templates.rendering import Renderer, RenderError
+    from tidings.templates.store import TemplateNotFound, TemplateStore
+
+    settings = _settings()
+    renderer = Renderer(TemplateStore(override_dir=settings.templates_path))
+    try:
+        rendered = preview(renderer, kind, channel, locale, store_branding(settings))
+    except (TemplateNotFound, RenderError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(f"[bold]{kind}[/] {channel} in {rendered.locale} (version {rendered.version})")
+    for name, text in rendered.parts.items():
+        if part in (None, name):
+            console.rule(name)
+            click.echo(text)
 
 
 # --- API keys -----------------------------------------------------------------------------

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     )
     store_name: str = "Tidings Demo Store"
     support_email: str = "support@tidings.localhost"
+    store_logo_url: str | None = None
+    store_primary_color: str = Field(default="#1f4e79", pattern=r"^#[0-9a-fA-F]{6}$")
+    store_accent_color: str = Field(default="#e8f0f8", pattern=r"^#[0-9a-fA-F]{6}$")
+    store_footer: str | None = None
+    store_address: str | None = None
 
     worker_batch_size: int = Field(default=32, ge=1, le=1000)
     worker_poll_interval: float = Field(default=0.2, gt=0)
@@ -98,3 +103,17 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def store_branding(settings: Settings) -> dict[str, str | None]:
+    """What messages show of the store: the ``store`` variable of every template."""
+    return {
+        "name": settings.store_name,
+        "sender_name": settings.store_name,
+        "support_email": settings.support_email,
+        "logo_url": settings.store_logo_url,
+        "primary_color": settings.store_primary_color,
+        "accent_color": settings.store_accent_color,
+        "footer": settings.store_footer,
+        "address": settings.store_address,
+    }

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from tidings.api.keys import KeyVerifier
-from tidings.config import Settings
+from tidings.config import Settings, store_branding
 from tidings.db.engine import create_db_engine
 from tidings.delivery.providers.base import Provider
 from tidings.delivery.providers.email_smtp import SmtpEmailProvider
@@ -69,7 +69,7 @@ class Runtime:
                 batch_size=s.worker_batch_size,
                 poll_interval=s.worker_poll_interval,
                 lease=timedelta(seconds=s.worker_lease_seconds),
-                store={"name": s.store_name, "support_email": s.support_email},
+                store=store_branding(s),
             ),
             wakeup=self.wakeup,
             on_tick=lambda: run_due(

@@ -15,6 +15,7 @@ from tidings.api import health
 from tidings.api.problems import ApiProblem, handle_api_problem, handle_http, handle_validation
 from tidings.delivery import api as delivery_api
 from tidings.engine import api as engine_api
+from tidings.engine import timeline
 from tidings.intake import api as intake_api
 from tidings.intake import webhook_api
 from tidings.runtime import Runtime
@@ -39,6 +40,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     app.include_router(webhook_api.router)
     app.include_router(delivery_api.router)
     app.include_router(engine_api.router)
+    app.include_router(timeline.router)
     app.include_router(dashboard.router)
     if runtime.sink is not None:
         app.include_router(mailbox.router)

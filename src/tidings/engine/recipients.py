@@ -52,8 +52,8 @@ def recipient_from_row(row: Mapping[str, Any]) -> Recipient:
     return Recipient(
         customer_id=str(row["id"]),
         name=row.get("name"),
-        email=row.get("email"),
-        phone=row.get("phone"),
+        email=preferences.get("email") or row.get("email"),
+        phone=preferences.get("phone") or row.get("phone"),
         locale=preferences.get("locale") or row.get("locale"),
         time_zone=preferences.get("time_zone") or row.get("time_zone"),
         opted_out=frozenset(preferences.get("opted_out") or ()),

@@ -207,6 +207,9 @@ def _plan_event(
     )
     planned = plan(event, recipients, rules, facts)
     writer.add(event_id, event, planned, order_of)
+    if order_id and not event.order_id:
+        # Found through the tracking number: file the event under its order too.
+        conn.execute(update(events).where(events.c.id == event_id).values(order_id=order_id))
     if shipment is not None:
         _advance_shipment(conn, event, shipment, order_id, settings.now)
 

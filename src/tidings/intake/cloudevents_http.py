@@ -74,9 +74,9 @@ def parse_request(
                 f"A batch holds at most {max_batch} events; this one has {len(document)}. "
                 "Split it into smaller batches.",
             )
-        return True, [_item(index, element) for index, element in enumerate(document)]
+        return True, [parse_document(index, element) for index, element in enumerate(document)]
     if media == STRUCTURED:
-        return False, [_item(0, document, raw=text)]
+        return False, [parse_document(0, document, raw=text)]
     try:
         event = parse_binary(headers, document)
         return False, [Item(0, event, None, text, event.source)]
@@ -85,9 +85,10 @@ def parse_request(
         return False, [Item(0, None, error, text, source)]
 
 
-def _item(index: int, element: Any, raw: str | None = None) -> Item:
+def parse_document(index: int, element: Any, raw: str | None = None) -> Item:
+    """One CloudEvent (a decoded JSON value) as an item: the event, or why it was refused."""
     if raw is None:
-        raw = json.dumps(element, ensure_ascii=False)
+        raw = json.dumps(element, ensure_ascii=False, default=str)
     source = element.get("source") if isinstance(element, dict) else None
     try:
         return Item(index, parse_structured(element), None, raw, _as_str(source))

@@ -8,16 +8,14 @@ it verifies again, against the time the request first arrived.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from tidings.db.types import utcnow
-from tidings.events.envelope import EventError, parse_structured
 from tidings.intake import rejects
-from tidings.intake.cloudevents_http import STRUCTURED, Item
+from tidings.intake.cloudevents_http import STRUCTURED, parse_document
 from tidings.intake.intake import Intake, ItemOutcome
 from tidings.intake.sources.base import (
     MapOptions,
@@ -137,7 +135,7 @@ class Webhooks:
         except WebhookError as error:
             error.reject_id = self._keep(request, name, error, verified, reject_id)
             raise
-        items = [_item(index, document) for index, document in enumerate(documents)]
+        items = [parse_document(index, document) for index, document in enumerate(documents)]
         outcomes = self.intake.store_items(items, content_type=STRUCTURED, headers={}, actor=actor)
         if reject_id is not None:
             with self.intake.engine.begin() as conn:
@@ -171,12 +169,3 @@ class Webhooks:
                 source=name,
                 now=request.received_at,
             )
-
-
-def _item(index: int, document: dict[str, object]) -> Item:
-    raw = json.dumps(document, ensure_ascii=False, default=str)
-    source = document.get("source")
-    try:
-        return Item(index, parse_structured(document), None, raw, str(source))
-    except EventError as error:
-        return Item(index, None, error, raw, str(source) if source else None)
