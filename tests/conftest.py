@@ -98,3 +98,9 @@ def client(runtime: Runtime, admin_key: str) -> Iterator[TestClient]:
     with TestClient(create_app(runtime)) as test_client:
         test_client.headers["Authorization"] = f"Bearer {admin_key}"
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def sqlite_template_path(sqlite_template: Path) -> Path:
+    """The migrated SQLite file itself, for tests that copy it per example."""
+    return sqlite_template

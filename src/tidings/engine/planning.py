@@ -34,7 +34,8 @@ class Facts:
     order: Mapping[str, Any] | None = None
     # How far this event's shipment had got before it: (rank, status), or None.
     shipment_reached: tuple[int | None, str] | None = None
-    # Non-critical messages each recipient already got about this order in 24 hours.
+    # Non-critical messages each recipient already got about the order the message is
+    # about, over 24 hours; a recipient missing here has no budget to respect.
     sent_today: Mapping[str, int] = field(default_factory=dict)
     # Per recipient: render context beyond the event (a backordered product, ...).
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -170,10 +171,12 @@ def plan(
 
 
 def _budget_left(rules: RuleSet, facts: Facts, recipient: Recipient | None) -> int | None:
+    """Messages this recipient may still get about the order today; None: no budget applies
+    (no order to count against, or no budget configured)."""
     limit = rules.policy.contact_budget_per_order_per_day
-    if limit is None or recipient is None or facts.order is None:
+    if limit is None or recipient is None or recipient.customer_id not in facts.sent_today:
         return None
-    return limit - facts.sent_today.get(recipient.customer_id, 0)
+    return limit - facts.sent_today[recipient.customer_id]
 
 
 def _gate(

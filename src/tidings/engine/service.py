@@ -202,7 +202,9 @@ def _plan_event(
         now=settings.now,
         order=order,
         shipment_reached=reached,
-        sent_today=writer.sent_today(order_id, [r for r in recipients if r]) if order else {},
+        sent_today=writer.sent_today(
+            {r.customer_id: order_of.get(r.customer_id) or order_id for r in recipients if r}
+        ),
         extra=extra,
     )
     planned = plan(event, recipients, rules, facts)
@@ -275,36 +277,33 @@ class NotificationWriter:
         self._keys: set[str] = set()
         self._today: dict[tuple[str, str], int] = {}
 
-    def sent_today(self, order_id: str | None, recipients: list[Recipient]) -> dict[str, int]:
-        if order_id is None:
-            return {}
-        missing = [
-            r.customer_id for r in recipients if (order_id, r.customer_id) not in self._today
-        ]
-        if missing:
+    def sent_today(self, orders_of: dict[str, str | None]) -> dict[str, int]:
+        """Per recipient: non-critical messages about their order in the last 24 hours,
+        counting what this transaction has planned so far."""
+        wanted = {
+            (order_id, customer_id)
+            for customer_id, order_id in orders_of.items()
+            if order_id is not None
+        }
+        for order_id, customer_id in wanted - self._today.keys():
             since = self.settings.now - timedelta(days=1)
-            critical = self.settings.rules.critical_categories
-            counts: dict[str, int] = dict(
-                self.conn.execute(
-                    select(
-                        notifications.c.customer_id,
-                        func.count(
-                            func.distinct(notifications.c.event_id.concat(notifications.c.rule_id))
-                        ),
+            count = self.conn.execute(
+                select(
+                    func.count(
+                        func.distinct(notifications.c.event_id.concat(notifications.c.rule_id))
                     )
-                    .where(
-                        notifications.c.order_id == order_id,
-                        notifications.c.customer_id.in_(missing),
-                        notifications.c.created_at >= since,
-                        notifications.c.status.in_(COUNTED),
-                        notifications.c.category.not_in(critical),
-                    )
-                    .group_by(notifications.c.customer_id)
-                ).all()
-            )
-            for customer_id in missing:
-                self._today[(order_id, customer_id)] = int(counts.get(customer_id, 0))
-        return {r.customer_id: self._today[(order_id, r.customer_id)] for r in recipients}
+                ).where(
+                    notifications.c.order_id == order_id,
+                    notifications.c.customer_id == customer_id,
+                    notifications.c.created_at >= since,
+                    notifications.c.status.in_(COUNTED),
+                    notifications.c.category.not_in(self.settings.rules.critical_categories),
+                )
+            ).scalar()
+            self._today[(order_id, customer_id)] = int(count or 0)
+        return {
+            customer_id: self._today[(order_id, customer_id)] for order_id, customer_id in wanted
+        }
 
     def note_no_news(self, event_id: str, event: CanonicalEvent) -> None:
         self.audit.append(
@@ -413,8 +412,9 @@ class NotificationWriter:
             if p.recipient and not p.rule.critical and p.status != SUPPRESSED
         }
         for customer_id, _ in counted:
-            if event.order_id and (event.order_id, customer_id) in self._today:
-                self._today[(event.order_id, customer_id)] += 1
+            order_id = (order_of or {}).get(customer_id) or event.order_id
+            if order_id and (order_id, customer_id) in self._today:
+                self._today[(order_id, customer_id)] += 1
         return ids
 
     def job(
