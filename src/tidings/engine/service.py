@@ -195,6 +195,8 @@ def _plan_event(
         customer_id = (event.customer or {}).get("id") or (order or {}).get("customer_id")
         found = repository.recipients_by_id(conn, [customer_id] if customer_id else [])
         recipients = [found.get(customer_id)] if customer_id else [None]
+        if customer_id and order_id:
+            order_of[customer_id] = order_id
     reached = None
     if shipment is not None and shipment.get("status"):
         reached = (shipment.get("rank"), str(shipment["status"]))

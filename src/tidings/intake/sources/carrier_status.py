@@ -1,0 +1,106 @@
+"""Carrier aggregators' tracking statuses, in Tidings' canonical shipment taxonomy.
+
+Canonical progress (rank): ``pending`` < ``info_received`` < ``in_transit`` <
+``out_for_delivery`` < ``available_for_pickup`` < ``delivered``; side states
+``attempt_failed``, ``exception``, ``return_to_sender``, ``expired``, ``canceled``.
+
+AfterShip Tracking tags its trackings with one of nine delivery statuses (``tag``) and a
+finer sub-status (``subtag``, such as ``InTransit_002``); see
+https://www.aftership.com/docs/tracking/enum/delivery-statuses and
+https://www.aftership.com/docs/tracking/enum/delivery-sub-statuses. Two sub-statuses of
+``Exception`` mean the parcel goes back to the shop: ``Exception_010`` "Returning to
+sender" and ``Exception_011`` "Returned to sender" (AfterShip's own ``return_to_sender``
+flag is defined by exactly these two).
+
+EasyPost trackers carry a ``status`` (``unknown``, ``pre_transit``, ``in_transit``,
+``out_for_delivery``, ``delivered``, ``available_for_pickup``, ``return_to_sender``,
+``failure``, ``cancelled``, ``error``) and a ``status_detail``; see
+https://docs.easypost.com/docs/trackers. The detail refines the message the carrier gave
+and is kept in ``carrier_status``; it does not change the canonical status.
+
+Pure tables and functions: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from tidings.events.schemas import ShipmentStatus
+
+
+class UnknownCarrierStatus(ValueError):
+    """The provider reported a status this table does not know (yet)."""
+
+
+AFTERSHIP_TAGS: Mapping[str, ShipmentStatus] = MappingProxyType(
+    {
+        "Pending": "pending",
+        "InfoReceived": "info_received",
+        "InTransit": "in_transit",
+        "OutForDelivery": "out_for_delivery",
+        "AttemptFail": "attempt_failed",
+        "AvailableForPickup": "available_for_pickup",
+        "Delivered": "delivered",
+        "Exception": "exception",
+        "Expired": "expired",
+    }
+)
+
+# Exception_010 "Returning to sender", Exception_011 "Returned to sender".
+AFTERSHIP_RETURN_TO_SENDER_SUBTAGS = frozenset({"Exception_010", "Exception_011"})
+
+EASYPOST_STATUSES: Mapping[str, ShipmentStatus] = MappingProxyType(
+    {
+        "unknown": "pending",
+        "pre_transit": "info_received",
+        "in_transit": "in_transit",
+        "out_for_delivery": "out_for_delivery",
+        "available_for_pickup": "available_for_pickup",
+        "delivered": "delivered",
+        "return_to_sender": "return_to_sender",
+        "failure": "exception",
+        "error": "exception",
+        "cancelled": "canceled",
+    }
+)
+
+
+def aftership_status(tag: str, subtag: str | None = None) -> ShipmentStatus:
+    """The canonical status for an AfterShip ``tag`` (and ``subtag``).
+
+    Raises UnknownCarrierStatus for a tag AfterShip does not document.
+    """
+    status = AFTERSHIP_TAGS.get(tag)
+    if status is None:
+        raise UnknownCarrierStatus(
+            f"AfterShip tag '{tag}' is not one of {', '.join(AFTERSHIP_TAGS)}."
+        )
+    if status == "exception" and subtag in AFTERSHIP_RETURN_TO_SENDER_SUBTAGS:
+        return "return_to_sender"
+    return status
+
+
+def aftership_carrier_status(tag: str, subtag: str | None = None) -> str:
+    """What AfterShip said, kept as is: the subtag (``InTransit_002``), else the tag."""
+    return subtag or tag
+
+
+def easypost_status(status: str, status_detail: str | None = None) -> ShipmentStatus:
+    """The canonical status for an EasyPost tracker ``status``.
+
+    ``status_detail`` is accepted for symmetry and kept by the caller in
+    ``carrier_status``; EasyPost's status alone decides the canonical one. Raises
+    UnknownCarrierStatus for a status EasyPost does not document.
+    """
+    canonical = EASYPOST_STATUSES.get(status)
+    if canonical is None:
+        raise UnknownCarrierStatus(
+            f"EasyPost status '{status}' is not one of {', '.join(EASYPOST_STATUSES)}."
+        )
+    return canonical
+
+
+def easypost_carrier_status(status: str, status_detail: str | None = None) -> str:
+    """What EasyPost said, kept as is: ``in_transit:arrived_at_facility``."""
+    return f"{status}:{status_detail}" if status_detail else status
