@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tidings.engine.planning import QUEUED, SUPPRESSED, PlannedNotification, plan
+from tidings.engine.planning import QUEUED, SUPPRESSED, Facts, PlannedNotification, plan
 from tidings.engine.recipients import Recipient
 from tidings.engine.rules import RuleSet, parse_rules
 from tidings.events.envelope import CanonicalEvent
@@ -50,6 +51,19 @@ RULES: dict[str, Any] = {
 }
 
 
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def run(
+    e: CanonicalEvent,
+    recipient: Recipient | None,
+    rules: RuleSet,
+    order: dict[str, Any] | None = None,
+) -> list[PlannedNotification]:
+    """One event for one (or no) recipient, at a fixed time."""
+    return plan(e, [recipient], rules, Facts(now=NOW, order=order))
+
+
 def ruleset() -> RuleSet:
     return parse_rules(RULES)
 
@@ -90,7 +104,7 @@ def by_rule_and_channel(
 
 
 def test_every_matching_rule_is_planned_on_every_channel() -> None:
-    planned = by_rule_and_channel(plan(event(), camille(), ruleset()))
+    planned = by_rule_and_channel(run(event(), camille(), ruleset()))
     assert set(planned) == {
         ("order-confirmation", "email"),
         ("order-confirmation", "in_app"),
@@ -102,16 +116,16 @@ def test_every_matching_rule_is_planned_on_every_channel() -> None:
 
 
 def test_an_event_type_without_rules_plans_nothing() -> None:
-    assert plan(event("message.opened"), camille(), ruleset()) == []
+    assert run(event("message.opened"), camille(), ruleset()) == []
 
 
 def test_a_false_condition_plans_nothing() -> None:
-    assert plan(event("refund.authorized", amount=0), camille(), ruleset()) == []
+    assert run(event("refund.authorized", amount=0), camille(), ruleset()) == []
 
 
 def test_conditions_see_the_customer() -> None:
     jordan = Recipient("cus_jordan", None, "j@example.com", None, "en-US", None, frozenset())
-    planned = plan(event(), jordan, ruleset())
+    planned = run(event(), jordan, ruleset())
     assert {p.rule.id for p in planned} == {"order-confirmation"}
 
 
@@ -131,13 +145,13 @@ def test_conditions_see_the_order() -> None:
             ],
         }
     )
-    assert len(plan(event(), camille(), rules, order={"status": "open"})) == 1
-    assert plan(event(), camille(), rules, order={"status": "closed"}) == []
-    assert plan(event(), camille(), rules) == []
+    assert len(run(event(), camille(), rules, order={"status": "open"})) == 1
+    assert run(event(), camille(), rules, order={"status": "closed"}) == []
+    assert run(event(), camille(), rules) == []
 
 
 def test_an_opted_out_category_is_suppressed_and_says_which() -> None:
-    planned = by_rule_and_channel(plan(event(), camille(opted_out=frozenset({"order"})), ruleset()))
+    planned = by_rule_and_channel(run(event(), camille(opted_out=frozenset({"order"})), ruleset()))
     for channel in ("email", "in_app"):
         notification = planned["order-confirmation", channel]
         assert notification.status == SUPPRESSED
@@ -151,7 +165,7 @@ def test_an_opted_out_category_is_suppressed_and_says_which() -> None:
 def test_an_opted_out_critical_category_is_still_sent() -> None:
     """Invariant: a critical notification is never silenced by an opt-out."""
     recipient = camille(opted_out=frozenset({"refund", "order", "marketing"}))
-    planned = plan(event("refund.authorized"), recipient, ruleset())
+    planned = run(event("refund.authorized"), recipient, ruleset())
     assert [(p.channel, p.status, p.reason) for p in planned] == [
         ("email", QUEUED, None),
         ("in_app", QUEUED, None),
@@ -160,7 +174,7 @@ def test_an_opted_out_critical_category_is_still_sent() -> None:
 
 
 def test_no_recipient_suppresses_every_channel() -> None:
-    planned = plan(event("refund.authorized"), None, ruleset())
+    planned = run(event("refund.authorized"), None, ruleset())
     assert [p.channel for p in planned] == ["email", "in_app"]
     for notification in planned:
         assert notification.status == SUPPRESSED
@@ -171,7 +185,7 @@ def test_no_recipient_suppresses_every_channel() -> None:
 
 
 def test_no_email_address_suppresses_only_email() -> None:
-    planned = by_rule_and_channel(plan(event("refund.authorized"), camille(email=None), ruleset()))
+    planned = by_rule_and_channel(run(event("refund.authorized"), camille(email=None), ruleset()))
     email = planned["refund-authorized", "email"]
     assert email.status == SUPPRESSED
     assert email.reason is not None
@@ -181,23 +195,23 @@ def test_no_email_address_suppresses_only_email() -> None:
 
 
 def test_dedupe_keys_differ_per_channel_and_rule() -> None:
-    planned = plan(event(), camille(), ruleset())
+    planned = run(event(), camille(), ruleset())
     keys = [p.dedupe_key for p in planned]
     assert len(set(keys)) == len(keys) == 3
 
 
 def test_dedupe_keys_are_stable_across_calls() -> None:
-    first = [p.dedupe_key for p in plan(event(), camille(), ruleset())]
-    again = [p.dedupe_key for p in plan(event(), camille(), parse_rules(RULES))]
+    first = [p.dedupe_key for p in run(event(), camille(), ruleset())]
+    again = [p.dedupe_key for p in run(event(), camille(), parse_rules(RULES))]
     assert first == again
 
 
 def test_dedupe_keys_do_not_depend_on_the_recipient_or_the_outcome() -> None:
     """A redelivered event is the same notification, whatever changed in the profile."""
-    before = {(p.rule.id, p.channel): p.dedupe_key for p in plan(event(), camille(), ruleset())}
+    before = {(p.rule.id, p.channel): p.dedupe_key for p in run(event(), camille(), ruleset())}
     after = {
         (p.rule.id, p.channel): p.dedupe_key
-        for p in plan(event(), camille(opted_out=frozenset({"order"}), email=None), ruleset())
+        for p in run(event(), camille(opted_out=frozenset({"order"}), email=None), ruleset())
     }
     assert before == after
 
@@ -210,7 +224,7 @@ def test_dedupe_keys_differ_between_events_and_sources() -> None:
             event(id="evt-2"),
             event(id="evt-1", source="https://other.example.com"),
         )
-        for p in plan(e, camille(), ruleset())
+        for p in run(e, camille(), ruleset())
         if p.channel == "email" and p.rule.id == "order-confirmation"
     }
     assert len(keys) == 3
@@ -229,7 +243,7 @@ def test_distinct_events_never_share_a_dedupe_key(
         return
     rules = ruleset()
     keys = [
-        {p.dedupe_key for p in plan(event(source=source, id=id), camille(), rules)}
+        {p.dedupe_key for p in run(event(source=source, id=id), camille(), rules)}
         for source, id in (first, second)
     ]
     assert keys[0].isdisjoint(keys[1]), (first, second, keys)
@@ -267,7 +281,7 @@ def test_only_opted_out_non_critical_categories_are_suppressed_for_opt_out(
         }
     )
     email = "camille@example.fr" if has_email else None
-    planned = plan(event(), camille(opted_out=opted_out, email=email), rules)
+    planned = run(event(), camille(opted_out=opted_out, email=email), rules)
     assert [p.channel for p in planned] == channels
     silenced = category in opted_out and not critical
     for notification in planned:

@@ -148,7 +148,7 @@ def test_an_unknown_category_key_is_refused() -> None:
 @pytest.mark.parametrize(
     ("change", "where"),
     [
-        ({"channels": ["sms"]}, "rules.0.channels.0"),
+        ({"channels": ["fax"]}, "rules.0.channels.0"),
         ({"channels": []}, "rules.0.channels"),
         ({"priority": "urgent"}, "rules.0.priority"),
         ({"id": "Order Confirmation"}, "rules.0.id"),

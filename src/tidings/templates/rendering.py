@@ -1,4 +1,10 @@
-"""Render stored templates for one recipient: locale fallback, sandboxing, formatting helpers."""
+"""Render stored templates for one recipient: locale fallback, sources, sandboxed rendering.
+
+A message comes from two kinds of source (see :mod:`tidings.templates.store`): per-part files
+and message catalogues. For the first locale of the chain that has either, each part of the
+channel comes from its per-part file when there is one, otherwise from the catalogue; email
+text and HTML from a catalogue are the shared layouts filled with the catalogue's texts.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,26 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, tzinfo
-from decimal import Decimal
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
-from babel.numbers import format_currency, get_currency_precision, list_currencies
-from jinja2 import StrictUndefined, Template, pass_context
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template
 
-from tidings.templates.store import TemplateNotFound, TemplateSource, TemplateStore
+from tidings.templates.catalogue import (
+    BODY,
+    CHANNEL_PARTS,
+    EMAIL_LAYOUT_PARTS,
+    ONE_LINE_FIELDS,
+    Catalogue,
+    parse_catalogue,
+)
+from tidings.templates.errors import RenderError
+from tidings.templates.formatting import Formatter, environment, formatting_locale, resolve_zone
+from tidings.templates.layout import branding, language, paragraphs, safe_url
+from tidings.templates.store import SourceFile, TemplateNotFound, TemplateStore
+
+__all__ = ["RenderError", "RenderedMessage", "Renderer", "locale_chain"]
 
 _LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(?:_[A-Za-z0-9]{2,8})*\Z")
-_FORMATTER_KEY = "_tidings_formatter"
 _ONE_LINE_PARTS = frozenset({"subject", "title"})
 # Deliberately not \s: that would also fold the no-break spaces locales need ("12,50\u00a0€").
 _BREAKING_SPACE_RE = re.compile("[ \t\r\n\f\v\x85\u2028\u2029]+")
@@ -68,134 +77,15 @@ class RenderedMessage:
     version: str
 
 
-class RenderError(Exception):
-    """A template bug or missing data: retrying the same render cannot succeed."""
-
-    code = "render_failed"
+def _one_line(text: str) -> str:
+    return _BREAKING_SPACE_RE.sub(" ", text).strip()
 
 
-@lru_cache(maxsize=256)
-def _babel_locale(tag: str) -> Locale | None:
-    try:
-        return Locale.parse(tag)
-    except (UnknownLocaleError, ValueError):
-        return None
-
-
-@lru_cache(maxsize=1)
-def _known_currencies() -> frozenset[str]:
-    return frozenset(list_currencies())
-
-
-def _resolve_zone(name: str | None) -> tzinfo:
-    if not name:
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return UTC
-
-
-def _formatting_locale(chain: list[str], used: str) -> Locale:
-    # Templates may fall back from fr_CA to fr, but numbers and dates should still follow
-    # the most specific variant of the same language that Babel knows (fr_CA, en_GB...).
-    # A different language (de -> en) keeps the template's conventions for consistency.
-    language = used.split("_", 1)[0]
-    for tag in chain:
-        if tag.split("_", 1)[0] == language:
-            found = _babel_locale(tag)
-            if found is not None:
-                return found
-    return _babel_locale(used) or Locale("en")
-
-
-def _to_aware(value: object) -> datetime:
-    if isinstance(value, str):
-        text = value.strip()
-        if len(text) > 10 and text[10] in "tT ":
-            text = f"{text[:10]}T{text[11:]}"  # RFC 3339 allows "t" and " " separators
-        if text[-1:] in ("z", "Z"):
-            text = f"{text[:-1]}+00:00"
-        value = datetime.fromisoformat(text)
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime or ISO 8601 string, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()!r}: the time zone is unknown")
-    return value
-
-
-@dataclass(frozen=True)
-class _Formatter:
-    """Formatting helpers bound to one render's locale and zone (immutable: thread-safe)."""
-
-    locale: Locale
-    zone: tzinfo
-
-    def money(self, amount_minor: object, currency: object) -> str:
-        if not isinstance(currency, str) or currency.strip().upper() not in _known_currencies():
-            raise ValueError(f"unknown currency {currency!r}")
-        code = currency.strip().upper()
-        if isinstance(amount_minor, str) and re.fullmatch(r"-?[0-9]+", amount_minor.strip()):
-            amount_minor = int(amount_minor)
-        # bool is an int subclass and floats have already lost precision: refuse both.
-        if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
-            raise TypeError(f"money amount must be integer minor units, got {amount_minor!r}")
-        sign, digits, _ = Decimal(amount_minor).as_tuple()
-        # Rebuilding from the digit tuple scales exactly, whatever the decimal context says.
-        value = Decimal((sign, digits, -get_currency_precision(code)))
-        return format_currency(value, code, locale=self.locale, currency_digits=True)
-
-    def datetime(self, value: object, format: str = "medium") -> str:
-        moment = _to_aware(value)
-        return format_datetime(moment, format=format, tzinfo=self.zone, locale=self.locale)
-
-    def date(self, value: object, format: str = "long") -> str:
-        day: date
-        if isinstance(value, date) and not isinstance(value, datetime):
-            day = value
-        elif isinstance(value, str) and len(value.strip()) == 10:
-            day = date.fromisoformat(value.strip())  # a calendar date has no zone to convert
-        else:
-            day = _to_aware(value).astimezone(self.zone).date()
-        return format_date(day, format=format, locale=self.locale)
-
-
-def _formatter(context: Context) -> _Formatter:
-    found = context.get(_FORMATTER_KEY)
-    if not isinstance(found, _Formatter):
-        raise RuntimeError("formatting filters used outside Renderer.render")
-    return found
-
-
-@pass_context
-def _money_filter(context: Context, amount_minor: object, currency: object) -> str:
-    return _formatter(context).money(amount_minor, currency)
-
-
-@pass_context
-def _datetime_filter(context: Context, value: object, format: str = "medium") -> str:
-    return _formatter(context).datetime(value, format)
-
-
-@pass_context
-def _date_filter(context: Context, value: object, format: str = "long") -> str:
-    return _formatter(context).date(value, format)
-
-
-def _environment(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
-    # autoescape is off only for plain-text parts (subject, title, txt), never for HTML.
-    env = ImmutableSandboxedEnvironment(
-        autoescape=autoescape, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
-    )
-    # Filters are registered once; per-recipient state travels in the render context.
-    env.filters.update(money=_money_filter, datetime=_datetime_filter, date=_date_filter)
-    return env
-
-
-def _version(sources: Mapping[str, TemplateSource]) -> str:
+def _version(texts: Mapping[str, str]) -> str:
+    """A short digest of every source text a message was made from (files, catalogue, layouts)."""
     digest = hashlib.sha256()
-    for part in sorted(sources):
-        digest.update(part.encode() + b"\0" + sources[part].text.encode() + b"\0")
+    for name in sorted(texts):
+        digest.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -204,26 +94,37 @@ class Renderer:
 
     def __init__(self, store: TemplateStore) -> None:
         self._store = store
-        self._html_env = _environment(autoescape=True)
+        self._html_env = environment(autoescape=True)
         # Plain text (subject, title, txt, sms) must not contain HTML entities.
-        self._text_env = _environment(autoescape=False)
+        self._text_env = environment(autoescape=False)
         self._lock = threading.Lock()
         self._compiled: dict[tuple[str, bool], tuple[str, Template]] = {}
+        self._catalogues: dict[str, tuple[str, Catalogue]] = {}
 
-    def _compile(self, source: TemplateSource) -> Template:
-        is_html = source.part == "html"
-        key = (source.origin, is_html)
-        digest = hashlib.sha256(source.text.encode()).hexdigest()
+    def _compile(self, key: str, text: str, *, html: bool) -> Template:
+        cache_key = (key, html)
+        digest = hashlib.sha256(text.encode()).hexdigest()
         with self._lock:
-            cached = self._compiled.get(key)
+            cached = self._compiled.get(cache_key)
         if cached is not None and cached[0] == digest:
             return cached[1]
-        env = self._html_env if is_html else self._text_env
-        template = env.from_string(source.text)
+        env = self._html_env if html else self._text_env
+        template = env.from_string(text)
         with self._lock:
-            # One entry per file: an edited template replaces its stale compilation.
-            self._compiled[key] = (digest, template)
+            # One entry per source: an edited template replaces its stale compilation.
+            self._compiled[cache_key] = (digest, template)
         return template
+
+    def _catalogue(self, source: SourceFile) -> Catalogue:
+        digest = hashlib.sha256(source.text.encode()).hexdigest()
+        with self._lock:
+            cached = self._catalogues.get(source.origin)
+        if cached is not None and cached[0] == digest:
+            return cached[1]
+        catalogue = parse_catalogue(source.text, source.origin)  # CatalogueError if unusable
+        with self._lock:
+            self._catalogues[source.origin] = (digest, catalogue)
+        return catalogue
 
     def render(
         self,
@@ -234,33 +135,136 @@ class Renderer:
         context: Mapping[str, Any],
     ) -> RenderedMessage:
         chain = locale_chain(locale)
+        serves_catalogue = channel in CHANNEL_PARTS
         for candidate in chain:
-            sources = self._store.parts(kind, channel, candidate)
-            if sources:
+            files = self._store.parts(kind, channel, candidate)
+            catalogue = self._store.catalogue(kind, candidate) if serves_catalogue else None
+            if files or catalogue is not None:
                 used = candidate
                 break
         else:
             raise TemplateNotFound(f"no {kind}/{channel} template for any of {chain}")
 
-        formatter = _Formatter(_formatting_locale(chain, used), _resolve_zone(time_zone))
+        babel_locale = formatting_locale(chain, used)
+        formatter = Formatter(babel_locale, resolve_zone(time_zone))
         # Helpers go last so event data can never shadow them with look-alike values.
-        variables: dict[str, Any] = {
-            **context,
-            _FORMATTER_KEY: formatter,
-            "money": formatter.money,
-            "datetime": formatter.datetime,
-            "date": formatter.date,
-        }
+        variables: dict[str, Any] = {**context, **formatter.helpers()}
+        if "store" in context:
+            variables["store"] = branding(context["store"])
+        job = _RenderJob(self, kind, channel, used, variables)
+
         rendered: dict[str, str] = {}
-        for part, source in sorted(sources.items()):
-            try:
-                text = self._compile(source).render(variables)
-            except Exception as exc:  # any failure inside a template is permanent
-                raise RenderError(
-                    f"cannot render {kind}/{channel} locale={used} part={part} "
-                    f"({source.origin}): {type(exc).__name__}: {exc}"
-                ) from exc
-            if part in _ONE_LINE_PARTS:
-                text = _BREAKING_SPACE_RE.sub(" ", text)
-            rendered[part] = text.strip()
-        return RenderedMessage(kind, channel, used, rendered, _version(sources))
+        sources: dict[str, str] = {}
+        for part, source in sorted(files.items()):
+            sources[f"part:{part}"] = source.text
+            text = job.render(part, source.origin, source.origin, source.text, html=part == "html")
+            rendered[part] = _one_line(text) if part in _ONE_LINE_PARTS else text.strip()
+
+        wanted = [part for part in CHANNEL_PARTS.get(channel, {}) if part not in files]
+        if catalogue is not None and wanted:
+            sources["catalogue"] = catalogue.text
+            fields = _CatalogueFields(job, self._catalogue(catalogue))
+            for part in wanted:
+                if channel == "email" and part in EMAIL_LAYOUT_PARTS:
+                    layout = self._store.layout(f"email.{part}")
+                    if layout is None:
+                        raise TemplateNotFound(f"no email layout for {part}: _layouts/email.{part}")
+                    sources[f"layout:{part}"] = layout.text
+                    layout_variables = {
+                        **variables,
+                        "message": fields.email_message(),
+                        **language(used, babel_locale),
+                    }
+                    rendered[part] = job.render(
+                        part,
+                        layout.origin,
+                        layout.origin,
+                        layout.text,
+                        html=part == "html",
+                        variables=layout_variables,
+                    ).strip()
+                else:
+                    rendered[part] = fields.part(part)
+        return RenderedMessage(
+            kind, channel, used, dict(sorted(rendered.items())), _version(sources)
+        )
+
+
+class _RenderJob:
+    """One call of :meth:`Renderer.render`: its variables and how its failures are reported."""
+
+    def __init__(
+        self, renderer: Renderer, kind: str, channel: str, locale: str, variables: dict[str, Any]
+    ) -> None:
+        self.renderer = renderer
+        self.kind = kind
+        self.channel = channel
+        self.locale = locale
+        self.variables = variables
+
+    def render(
+        self,
+        part: str,
+        key: str,
+        origin: str,
+        text: str,
+        *,
+        html: bool,
+        variables: Mapping[str, Any] | None = None,
+    ) -> str:
+        try:
+            template = self.renderer._compile(key, text, html=html)
+            return template.render(self.variables if variables is None else variables)
+        except Exception as exc:  # any failure inside a template is permanent
+            raise RenderError(
+                f"cannot render {self.kind}/{self.channel} locale={self.locale} part={part} "
+                f"({origin}): {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class _CatalogueFields:
+    """The texts of one catalogue for one render, each rendered at most once, as plain text."""
+
+    def __init__(self, job: _RenderJob, catalogue: Catalogue) -> None:
+        self._job = job
+        self._catalogue = catalogue
+        self._texts: dict[str, str | None] = {}
+
+    def text(self, field: str, part: str) -> str | None:
+        if field in self._texts:
+            return self._texts[field]
+        source = self._catalogue.template_text(field)
+        result = None
+        if source is not None:
+            origin = f"{self._catalogue.origin} [{field}]"
+            raw = self._job.render(part, origin, origin, source, html=False)
+            if field in ONE_LINE_FIELDS:
+                result = _one_line(raw)
+            else:
+                result = "\n\n".join(paragraphs(raw))
+        self._texts[field] = result
+        return result
+
+    def part(self, part: str) -> str:
+        """A non-layout part: the first of its fields that the catalogue has."""
+        for field in CHANNEL_PARTS[self._job.channel][part]:
+            text = self.text(field, part)
+            if text is not None:
+                return text
+        return ""
+
+    def email_message(self) -> dict[str, Any]:
+        """The ``message`` variable of the email layouts (all plain text, not yet escaped)."""
+        action = None
+        if self._catalogue.has_action():
+            label = self.text("action.label", "action")
+            url = safe_url(self.text("action.url", "action"))
+            if label and url:
+                action = {"label": label, "url": url}
+        return {
+            "subject": self.text("subject", "subject") or "",
+            "headline": self.text("headline", "headline") or "",
+            "paragraphs": paragraphs(self.text(BODY, "body") or ""),
+            "next_step": self.text("next_step", "next_step") or None,
+            "action": action,
+        }

@@ -1,8 +1,15 @@
 """Template sources on disk: built-in templates plus an optional per-store override directory.
 
-Layout (both directories): ``<kind>/<channel>.<locale>.<part>``, e.g.
-``refund_authorized/email.fr.subject``. An override file replaces the built-in file with
-the same name; other parts of the same message still come from the built-in directory.
+Two formats live side by side in both directories:
+
+- per-part files ``<kind>/<channel>.<locale>.<part>``, e.g. ``refund_authorized/email.fr.subject``;
+- message catalogues ``<kind>/<locale>.yaml`` (one file serves every catalogue channel: email,
+  SMS, push and in-app; see :mod:`tidings.templates.catalogue`), with the shared email layouts
+  in ``_layouts/email.html`` and ``_layouts/email.txt``.
+
+An override file replaces the built-in file with the same name: a per-part file replaces one
+part, a catalogue or a layout replaces the whole built-in catalogue or layout. Which of the
+two formats wins for a given part is the renderer's business (per-part files do).
 """
 
 from __future__ import annotations
@@ -15,7 +22,12 @@ from pathlib import Path
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
-PARTS: frozenset[str] = frozenset({"subject", "title", "txt", "html"})
+PARTS: frozenset[str] = frozenset({"subject", "title", "txt", "txt_short", "html"})
+# Channels a catalogue can render; any other channel needs per-part files.
+CATALOGUE_CHANNELS: frozenset[str] = frozenset({"email", "sms", "push", "in_app"})
+LAYOUTS_DIR = "_layouts"
+LAYOUTS: frozenset[str] = frozenset({"email.html", "email.txt"})
+CATALOGUE_SUFFIX = ".yaml"
 
 # Names are used to build file paths, so anything that could climb out of the template
 # directories ("..", "/", NUL) must be rejected before it reaches the filesystem.
@@ -25,12 +37,21 @@ _LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(?:_[A-Za-z0-9]{2,8})*\Z")
 
 @dataclass(frozen=True)
 class TemplateSource:
-    """One template file: what it is for, its text, and where it came from."""
+    """One per-part template file: what it is for, its text, and where it came from."""
 
     kind: str
     channel: str
     locale: str
     part: str
+    text: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A catalogue or layout file: its text and where it came from."""
+
+    name: str
     text: str
     origin: str
 
@@ -72,6 +93,7 @@ class TemplateStore:
         return roots
 
     def kinds(self) -> list[str]:
+        """Every kind folder (``_layouts`` and other non-kind names are not kinds)."""
         found: set[str] = set()
         for root in self._roots:
             if not root.is_dir():
@@ -82,6 +104,7 @@ class TemplateStore:
         return sorted(found)
 
     def locales_for(self, kind: str, channel: str) -> list[str]:
+        """Locales with at least one part for this channel, from part files or catalogues."""
         if not (_valid_name(kind) and _valid_name(channel)):
             return []
         found: set[str] = set()
@@ -91,17 +114,22 @@ class TemplateStore:
                 continue
             for entry in directory.iterdir():
                 pieces = entry.name.split(".")
-                if (
-                    len(pieces) == 3
-                    and pieces[0] == channel
-                    and pieces[2] in PARTS
-                    and _valid_locale(pieces[1])
-                    and entry.is_file()
+                if len(pieces) == 3 and pieces[0] == channel and pieces[2] in PARTS:
+                    locale = pieces[1]
+                elif (
+                    len(pieces) == 2
+                    and f".{pieces[1]}" == CATALOGUE_SUFFIX
+                    and channel in CATALOGUE_CHANNELS
                 ):
-                    found.add(pieces[1])
+                    locale = pieces[0]  # a catalogue serves every catalogue channel
+                else:
+                    continue
+                if _valid_locale(locale) and entry.is_file():
+                    found.add(locale)
         return sorted(found)
 
     def parts(self, kind: str, channel: str, locale: str) -> dict[str, TemplateSource]:
+        """The per-part files of one message; an override file replaces its built-in twin."""
         if not (_valid_name(kind) and _valid_name(channel) and _valid_locale(locale)):
             return {}
         result: dict[str, TemplateSource] = {}
@@ -119,6 +147,26 @@ class TemplateStore:
                         origin=str(path),
                     )
         return result
+
+    def catalogue(self, kind: str, locale: str) -> SourceFile | None:
+        """The message catalogue of a kind in exactly this locale (override file first)."""
+        if not (_valid_name(kind) and _valid_locale(locale)):
+            return None
+        return self._first(f"{kind}/{locale}{CATALOGUE_SUFFIX}")
+
+    def layout(self, name: str) -> SourceFile | None:
+        """A shared layout such as ``email.html`` (override file first)."""
+        if name not in LAYOUTS:
+            return None
+        return self._first(f"{LAYOUTS_DIR}/{name}")
+
+    def _first(self, relative: str) -> SourceFile | None:
+        for root in reversed(self._roots):
+            path = root / relative
+            text = self._read(path)
+            if text is not None:
+                return SourceFile(name=relative, text=text, origin=str(path))
+        return None
 
     def _read(self, path: Path) -> str | None:
         try:

@@ -18,15 +18,22 @@ EasyPost trackers carry a ``status`` (``unknown``, ``pre_transit``, ``in_transit
 https://docs.easypost.com/docs/trackers. The detail refines the message the carrier gave
 and is kept in ``carrier_status``; it does not change the canonical status.
 
-Pure tables and functions: no I/O.
+Pure tables and functions (no I/O), plus the small payload-reading helpers the carrier
+and returns adapters share.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from collections.abc import Mapping
+from datetime import date, datetime
 from types import MappingProxyType
+from typing import Any
 
 from tidings.events.schemas import ShipmentStatus
+from tidings.intake.sources.base import MappingError
 
 
 class UnknownCarrierStatus(ValueError):
@@ -104,3 +111,66 @@ def easypost_status(status: str, status_detail: str | None = None) -> ShipmentSt
 def easypost_carrier_status(status: str, status_detail: str | None = None) -> str:
     """What EasyPost said, kept as is: ``in_transit:arrived_at_facility``."""
     return f"{status}:{status_detail}" if status_detail else status
+
+
+# --- Reading provider payloads -----------------------------------------------------------
+# Small pure helpers the AfterShip, EasyPost and returns adapters share: they all read
+# loosely typed JSON from a provider and turn its wording into canonical values.
+
+
+def json_object(body: bytes, *, provider: str) -> dict[str, Any]:
+    """The body as a JSON object, or a MappingError saying why it is not one."""
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise MappingError(
+            "invalid_json", f"The {provider} webhook body is not valid JSON: {exc}."
+        ) from exc
+    if not isinstance(document, dict):
+        raise MappingError("invalid_payload", f"The {provider} webhook body is not a JSON object.")
+    return document
+
+
+def text(value: object) -> str | None:
+    """A non-empty string from a string or integer field; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def instant(value: object) -> datetime | None:
+    """An RFC 3339 timestamp with an offset; None for a missing, local or unreadable one.
+
+    A time without an offset (AfterShip's local checkpoint times) names no instant, so it
+    is not used: the caller falls back to a time that does.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def calendar_day(value: object) -> str | None:
+    """``YYYY-MM-DD`` from a date or a date-time string; None if it holds no date."""
+    if not isinstance(value, str) or len(value.strip()) < 10:
+        return None
+    try:
+        return date.fromisoformat(value.strip()[:10]).isoformat()
+    except ValueError:
+        return None
+
+
+def hmac_sha256(secret: bytes, body: bytes) -> bytes:
+    return hmac.new(secret, body, hashlib.sha256).digest()
+
+
+def same_signature(received: str, expected: str) -> bool:
+    """Constant-time comparison that tolerates non-ASCII input (it is then just unequal)."""
+    return hmac.compare_digest(received.strip().encode(), expected.encode())

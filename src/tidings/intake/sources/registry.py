@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from tidings.intake.sources import shopify, stripe
 from tidings.intake.sources.base import SourceAdapter
 
 
 def builtin_adapters() -> dict[str, SourceAdapter]:
-    adapters: list[SourceAdapter] = []
+    adapters: list[SourceAdapter] = [
+        shopify.ADAPTER,
+        stripe.ADAPTER,
+    ]
     return {adapter.name: adapter for adapter in adapters}
