@@ -29,6 +29,14 @@ _PRODUCTS = [
 _CURRENCY = {"fr": "EUR", "fr-CA": "CAD", "de": "EUR", "es": "EUR", "en-GB": "GBP", "ja": "JPY"}
 _REASONS = ["requested_by_customer", "damaged", "late_delivery", "wrong_item"]
 _METHODS = ["card", "card", "paypal", "store_credit"]
+_CARRIERS = [("colissimo", "6A"), ("dhl", "JD"), ("ups", "1Z"), ("la_poste", "LP")]
+_JOURNEYS = [
+    ("info_received", "in_transit", "out_for_delivery", "delivered"),
+    ("info_received", "in_transit", "out_for_delivery", "delivered"),
+    ("info_received", "in_transit"),
+    ("info_received", "in_transit", "attempt_failed", "available_for_pickup"),
+    ("delivered",),
+]
 
 
 def demo_events(
@@ -80,18 +88,61 @@ def demo_events(
                 },
             )
         )
+        carrier, prefix = rng.choice(_CARRIERS)
+        tracking = f"{prefix}{rng.randrange(10**9, 10**10)}"
+        shipped_at = placed_at + timedelta(hours=rng.randint(2, 20))
+        progress = rng.choice(_JOURNEYS)
+        for hop, status in enumerate(progress):
+            stream.append(
+                _event(
+                    "shipment.status_changed",
+                    f"shipment-{order_id}-{status}",
+                    order_id,
+                    shipped_at + timedelta(hours=14 * hop),
+                    {
+                        "order_id": order_id,
+                        "shipment_id": f"shp_{order_id}",
+                        "carrier": carrier,
+                        "tracking_number": tracking,
+                        "tracking_url": f"https://track.example.com/{tracking}",
+                        "status": status,
+                        "carrier_status": status.upper(),
+                        "occurred_at": (shipped_at + timedelta(hours=14 * hop)).isoformat(),
+                        "estimated_delivery": (shipped_at + timedelta(days=3)).date().isoformat(),
+                    },
+                )
+            )
         if rng.random() < refund_share:
             line = rng.choice(lines)
             amount = line["unit_price"] * rng.randint(1, line["quantity"])
-            authorized_at = placed_at + timedelta(minutes=rng.randint(5, 600))
+            authorized_at = shipped_at + timedelta(days=4, minutes=rng.randint(5, 600))
+            return_id = f"rma_{order_id}"
+            for hop, status in enumerate(("requested", "approved", "received")):
+                stream.append(
+                    _event(
+                        "return.status_changed",
+                        f"return-{order_id}-{status}",
+                        order_id,
+                        authorized_at - timedelta(hours=30 - 12 * hop),
+                        {
+                            "order_id": order_id,
+                            "return_id": return_id,
+                            "return_reference": f"R-{order_id}-1",
+                            "status": status,
+                            "lines": [{"sku": line["sku"], "quantity": 1}],
+                            "label_url": None,
+                            "reason": None,
+                            "occurred_at": None,
+                        },
+                    )
+                )
             stream.append(
-                CanonicalEvent(
-                    source=DEMO_SOURCE,
-                    id=f"refund-{order_id}",
-                    type="refund.authorized",
-                    subject=f"order/{order_id}",
-                    time=authorized_at,
-                    data={
+                _event(
+                    "refund.authorized",
+                    f"refund-{order_id}",
+                    order_id,
+                    authorized_at,
+                    {
                         "order_id": order_id,
                         "refund_id": f"re_{order_id}",
                         "payment_id": f"pay_{order_id}",
@@ -105,3 +156,16 @@ def demo_events(
             )
     stream.sort(key=lambda event: event.time or start)
     return stream
+
+
+def _event(
+    event_type: str, event_id: str, order_id: str, at: datetime, data: dict[str, Any]
+) -> CanonicalEvent:
+    return CanonicalEvent(
+        source=DEMO_SOURCE,
+        id=event_id,
+        type=event_type,
+        subject=f"order/{order_id}",
+        time=at,
+        data=data,
+    )

@@ -157,7 +157,7 @@ class Renderer:
         sources: dict[str, str] = {}
         for part, source in sorted(files.items()):
             sources[f"part:{part}"] = source.text
-            text = job.render(part, source.origin, source.origin, source.text, html=part == "html")
+            text = job.render(part, source.origin, source.text, html=part == "html")
             rendered[part] = _one_line(text) if part in _ONE_LINE_PARTS else text.strip()
 
         wanted = [part for part in CHANNEL_PARTS.get(channel, {}) if part not in files]
@@ -172,12 +172,11 @@ class Renderer:
                     sources[f"layout:{part}"] = layout.text
                     layout_variables = {
                         **variables,
-                        "message": fields.email_message(),
+                        "message": fields.email_message(part),
                         **language(used, babel_locale),
                     }
                     rendered[part] = job.render(
                         part,
-                        layout.origin,
                         layout.origin,
                         layout.text,
                         html=part == "html",
@@ -205,7 +204,6 @@ class _RenderJob:
     def render(
         self,
         part: str,
-        key: str,
         origin: str,
         text: str,
         *,
@@ -213,7 +211,7 @@ class _RenderJob:
         variables: Mapping[str, Any] | None = None,
     ) -> str:
         try:
-            template = self.renderer._compile(key, text, html=html)
+            template = self.renderer._compile(origin, text, html=html)
             return template.render(self.variables if variables is None else variables)
         except Exception as exc:  # any failure inside a template is permanent
             raise RenderError(
@@ -237,7 +235,7 @@ class _CatalogueFields:
         result = None
         if source is not None:
             origin = f"{self._catalogue.origin} [{field}]"
-            raw = self._job.render(part, origin, origin, source, html=False)
+            raw = self._job.render(part, origin, source, html=False)
             if field in ONE_LINE_FIELDS:
                 result = _one_line(raw)
             else:
@@ -253,18 +251,18 @@ class _CatalogueFields:
                 return text
         return ""
 
-    def email_message(self) -> dict[str, Any]:
+    def email_message(self, part: str) -> dict[str, Any]:
         """The ``message`` variable of the email layouts (all plain text, not yet escaped)."""
         action = None
         if self._catalogue.has_action():
-            label = self.text("action.label", "action")
-            url = safe_url(self.text("action.url", "action"))
+            label = self.text("action.label", part)
+            url = safe_url(self.text("action.url", part))
             if label and url:
                 action = {"label": label, "url": url}
         return {
-            "subject": self.text("subject", "subject") or "",
-            "headline": self.text("headline", "headline") or "",
-            "paragraphs": paragraphs(self.text(BODY, "body") or ""),
-            "next_step": self.text("next_step", "next_step") or None,
+            "subject": self.text("subject", part) or "",
+            "headline": self.text("headline", part) or "",
+            "paragraphs": paragraphs(self.text(BODY, part) or ""),
+            "next_step": self.text("next_step", part) or None,
             "action": action,
         }

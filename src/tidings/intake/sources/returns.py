@@ -58,10 +58,11 @@ import base64
 from collections import Counter
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, get_args
 
 from babel.numbers import get_currency_precision, list_currencies
 
+from tidings.events.schemas import ReturnStatus
 from tidings.intake.sources.base import (
     MapOptions,
     MappingError,
@@ -82,22 +83,7 @@ LOOP_HEADER = "x-loop-signature"
 ERP_HEADER = "x-tidings-signature"
 ERP_PREFIX = "sha256="
 
-RETURN_STATUSES = frozenset(
-    {
-        "requested",
-        "approved",
-        "declined",
-        "label_issued",
-        "in_transit",
-        "received",
-        "inspected",
-        "restocked",
-        "refund_authorized",
-        "refunded",
-        "closed",
-        "canceled",
-    }
-)
+RETURN_STATUSES = frozenset(get_args(ReturnStatus))
 OUTCOMES = frozenset({"accepted", "rejected"})
 REFUND_EVENTS = {"refund_authorized": "authorized", "refunded": "succeeded"}
 _CURRENCIES = frozenset(list_currencies())
@@ -180,10 +166,9 @@ def _map_loop(
     )
     state = (text(document.get("state")) or "").lower()
     label = _loop_label(document)
-    currency = text(document.get("currency"))
-    refund = _loop_refund(document, currency)
+    refund = _loop_refund(document) if state == "closed" else None
     if state == "closed":
-        status = "refunded" if refund and refund[0] > 0 else "closed"
+        status = "refunded" if refund is not None else "closed"
     elif state == "open":
         status = LOOP_LABEL_STATUSES.get(label["status"] or "") or (
             "label_issued" if label["url"] else "requested"
@@ -232,9 +217,17 @@ def _map_loop(
         "occurred_at": occurred.isoformat() if occurred else None,
         "status_page_url": text(document.get("status_page_url")),
     }
-    method = refund[2] if refund else None
-    amount = (refund[0], refund[1]) if refund and refund[1] else None
-    return _events(LOOP, data, occurred, request, amount=amount, method=method)
+    if refund is None:
+        return _events(LOOP, data, occurred, request, amount=None)
+    amount, currency, gateway = refund
+    return _events(
+        LOOP,
+        data,
+        occurred,
+        request,
+        amount=(amount, currency) if currency else None,
+        method=gateway,
+    )
 
 
 def _loop_label(document: dict[str, Any]) -> dict[str, Any]:
@@ -250,11 +243,12 @@ def _loop_label(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _loop_refund(
-    document: dict[str, Any], currency: str | None
-) -> tuple[int, str | None, str | None] | None:
-    """(amount in minor units, currency, gateway) refunded to the customer, if any."""
+def _loop_refund(document: dict[str, Any]) -> tuple[int, str | None, str | None] | None:
+    """(amount in minor units, currency, gateway) refunded to the customer, or None when
+    nothing went back to the original payment (an exchange, store credit)."""
+    currency = text(document.get("currency"))
     refunds = [r for r in _list(document.get("refunds")) if isinstance(r, dict)]
+    gateway = None
     if refunds:
         currencies = {text(r.get("currency")) or currency for r in refunds}
         if len(currencies) != 1:
@@ -263,15 +257,15 @@ def _loop_refund(
                 "The Loop refunds are in several currencies; Tidings needs one per refund.",
                 field="refunds",
             )
-        refund_currency = currencies.pop()
-        total = sum(
-            _minor_units(r.get("amount"), refund_currency, field="refunds.amount", major=True)
-            for r in refunds
-        )
-        return total, refund_currency, text(refunds[0].get("gateway"))
-    if document.get("refund") in (None, ""):
+        currency = currencies.pop()
+        amounts = [(r.get("amount"), "refunds.amount") for r in refunds]
+        gateway = text(refunds[0].get("gateway"))
+    elif document.get("refund") not in (None, ""):
+        amounts = [(document.get("refund"), "refund")]
+    else:
         return None
-    return _minor_units(document.get("refund"), currency, field="refund", major=True), currency, None
+    total = sum(_minor_units(value, currency, field, major=True) for value, field in amounts)
+    return (total, currency, gateway) if total > 0 else None
 
 
 # --- Generic ERP / WMS -------------------------------------------------------------------
@@ -318,7 +312,7 @@ def _map_erp(
     }
     refund = document.get("refund")
     amount = None
-    if isinstance(refund, dict) and refund.get("amount") is not None:
+    if status in REFUND_EVENTS and isinstance(refund, dict) and refund.get("amount") is not None:
         currency = text(refund.get("currency"))
         if currency is not None:
             amount = (_minor_units(refund["amount"], currency, "refund.amount"), currency)
@@ -401,18 +395,22 @@ def _lines(raw: list[Any] | None, options: MapOptions, field: str) -> list[dict[
     quantities: Counter[str] = Counter()
     for index, line in enumerate(raw):
         sku = text(line.get("sku")) if isinstance(line, dict) else None
-        quantity = line.get("quantity") if isinstance(line, dict) else None
-        readable = isinstance(quantity, int) and not isinstance(quantity, bool) and quantity > 0
-        if sku is None or not readable:
+        raw_quantity = line.get("quantity") if isinstance(line, dict) else None
+        quantity = (
+            raw_quantity
+            if isinstance(raw_quantity, int) and not isinstance(raw_quantity, bool)
+            else 0
+        )
+        if sku is None or quantity <= 0:
             if options.strict:
                 missing = "sku" if sku is None else "quantity"
+                what = "SKU" if sku is None else "positive integer quantity"
                 raise MappingError(
                     "invalid_payload",
-                    f"Returned line {index} has no {'SKU' if sku is None else 'positive quantity'}.",
+                    f"Returned line {index} has no {what}.",
                     field=f"{field}[{index}].{missing}",
                 )
             continue
-        assert isinstance(quantity, int)
         quantities[sku] += quantity
     if options.strict and not quantities:
         raise MappingError("invalid_payload", "The return lists no returned lines.", field=field)
@@ -420,27 +418,33 @@ def _lines(raw: list[Any] | None, options: MapOptions, field: str) -> list[dict[
 
 
 def _minor_units(value: object, currency: str | None, field: str, *, major: bool = False) -> int:
-    """An amount in minor units: integers are minor units already (unless ``major``);
-    decimal strings (and, with ``major``, numbers) are major units."""
-    if currency is None or currency not in _CURRENCIES:
+    """An amount in minor units of ``currency`` (two decimals for EUR, none for JPY).
+
+    Integers are minor units already, unless ``major``; decimal strings (and, with
+    ``major``, any JSON number) are major units. Without a currency only integers in
+    minor units can be read.
+    """
+    if currency is not None and currency not in _CURRENCIES:
         raise MappingError(
             "invalid_payload",
             f"The refund currency {currency!r} is not an ISO 4217 code such as EUR.",
-            field=field.rsplit(".", 1)[0] + ".currency" if "." in field else "currency",
+            field=f"{field.split('.')[0]}.currency" if "." in field else "currency",
         )
-    if isinstance(value, int) and not isinstance(value, bool) and not major:
+    minor: Decimal | None = None
+    if isinstance(value, bool):
+        minor = None
+    elif isinstance(value, int) and not major:
         minor = Decimal(value)
-    elif isinstance(value, str) or (major and isinstance(value, int | float)):
+    elif isinstance(value, str | int | float) and currency is not None:
         try:
             minor = Decimal(str(value)).scaleb(get_currency_precision(currency))
         except InvalidOperation:
-            minor = Decimal("NaN")
-    else:
-        minor = Decimal("NaN")
-    if not minor.is_finite() or minor < 0 or minor != minor.to_integral_value():
+            minor = None
+    if minor is None or not minor.is_finite() or minor < 0 or minor != minor.to_integral_value():
         raise MappingError(
             "invalid_payload",
-            f"The refund amount {value!r} is not a non-negative amount of {currency}.",
+            f"The refund amount {value!r} is not a non-negative amount of {currency or 'money'}"
+            + (" in minor units." if not major and currency is None else "."),
             field=field,
         )
     return int(minor)

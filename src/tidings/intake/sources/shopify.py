@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from tidings.intake.sources import shopify_logistics as lg
 from tidings.intake.sources import shopify_mapping as m
 from tidings.intake.sources.base import (
     MapOptions,
@@ -103,15 +104,15 @@ def _shipment(data: dict[str, Any], d: _Delivery) -> list[dict[str, Any]]:
 
 
 def _fulfillments(d: _Delivery) -> list[dict[str, Any]]:
-    return _shipment(m.fulfillment(d.payload), d)
+    return _shipment(lg.fulfillment(d.payload), d)
 
 
 def _fulfillment_events(d: _Delivery) -> list[dict[str, Any]]:
-    return _shipment(m.fulfillment_event(d.payload), d)
+    return _shipment(lg.fulfillment_event(d.payload), d)
 
 
 def _inventory_levels(d: _Delivery) -> list[dict[str, Any]]:
-    data = m.inventory_level(d.payload)
+    data = lg.inventory_level(d.payload)
     time = m.opt_timestamp(d.payload.get("updated_at"), "updated_at")
     moment = time or d.request.header("x-shopify-event-id")
     if not moment:
@@ -122,8 +123,8 @@ def _inventory_levels(d: _Delivery) -> list[dict[str, Any]]:
 
 
 def _returns(d: _Delivery) -> list[dict[str, Any]]:
-    data = m.return_status(d.payload, d.topic)
-    order_id = m.return_order_id(d.payload)
+    data = lg.return_status(d.payload, d.topic)
+    order_id = lg.return_order_id(d.payload)
     if order_id is None:
         # returns/decline names no order at all.
         if d.options.strict:
@@ -151,7 +152,7 @@ _TOPICS: dict[str, Callable[[_Delivery], list[dict[str, Any]]]] = {
     "fulfillments/update": _fulfillments,
     "fulfillment_events/create": _fulfillment_events,
     "inventory_levels/update": _inventory_levels,
-    **{topic: _returns for topic in m.RETURN_TOPICS},
+    **{topic: _returns for topic in lg.RETURN_TOPICS},
 }
 
 
