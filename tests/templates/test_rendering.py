@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.templates.support import KIND, make_context, write
 from tidings.templates.rendering import (
     RenderedMessage,
     Renderer,
@@ -19,37 +20,6 @@ from tidings.templates.rendering import (
     locale_chain,
 )
 from tidings.templates.store import TemplateNotFound, TemplateStore
-
-KIND = "refund_authorized"
-NBSP = "\u00a0"
-
-
-def make_context(name: str = "Ana", **data: Any) -> dict[str, Any]:
-    event_data: dict[str, Any] = {
-        "order_id": "1042",
-        "refund_id": "re_1",
-        "payment_id": "pay_1",
-        "amount": 1250,
-        "currency": "EUR",
-        "reason_code": "requested_by_customer",
-        "method": "card",
-        "authorized_at": "2026-11-21T10:00:00+00:00",
-    }
-    event_data.update(data)
-    return {
-        "recipient": {"name": name, "email": "ana@example.test", "locale": "en", "time_zone": None},
-        "order": {"id": "ord_9", "number": "1042"},
-        "data": event_data,
-        "event": {"id": "ev_1", "type": KIND, "time": datetime(2026, 11, 21, 10, tzinfo=UTC)},
-        "store": {"name": "Acme & Co", "support_email": "help@acme.test"},
-    }
-
-
-def write(directory: Path, name: str, text: str, kind: str = KIND) -> Path:
-    path = directory / kind / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -92,11 +62,24 @@ def test_locale_chain_never_duplicates_and_ends_with_default(requested: str | No
 def test_store_lists_builtin_templates() -> None:
     store = TemplateStore()
     assert KIND in store.kinds()
-    assert store.locales_for(KIND, "email") == ["en", "fr"]
-    assert set(store.parts(KIND, "email", "fr")) == {"subject", "txt", "html"}
-    assert set(store.parts(KIND, "in_app", "en")) == {"title", "txt"}
-    assert store.parts(KIND, "email", "de") == {}
+    assert "_layouts" not in store.kinds()
+    # One catalogue per locale serves all four channels, and nothing else.
+    for channel in ("email", "sms", "push", "in_app"):
+        assert store.locales_for(KIND, channel) == ["de", "en", "es", "fr"]
+    assert store.locales_for(KIND, "webhook") == []
+    assert store.parts(KIND, "email", "fr") == {}  # no per-part files left
+    catalogue = store.catalogue(KIND, "fr")
+    assert catalogue is not None
+    assert catalogue.origin.endswith(f"builtin/{KIND}/fr.yaml")
+    assert store.catalogue(KIND, "pt") is None
+    assert store.catalogue(KIND, "sample") is None
+    layout = store.layout("email.html")
+    assert layout is not None
+    assert "<html" in layout.text
     assert store.parts(f"../builtin/{KIND}", "email", "en") == {}
+    assert store.catalogue(f"../builtin/{KIND}", "en") is None
+    assert store.catalogue(KIND, "../../en") is None
+    assert store.layout("../store.py") is None
 
 
 def test_french_email_formats_amount_and_typography(renderer: Renderer) -> None:
@@ -111,31 +94,62 @@ def test_french_email_formats_amount_and_typography(renderer: Renderer) -> None:
     assert "à votre demande" in msg.parts["txt"]
 
 
+ENGLISH_TXT = """Your refund is on its way
+
+Hi Ana,
+
+Good news: we have authorized a refund of €12.50 for your order #1042. It is on its way to you.
+
+Refund amount: €12.50
+Order: #1042
+Reason: requested by you
+Authorized on: November 21, 2026
+
+The money should appear on your card statement within 5\u201310 business days.
+
+--\u0020
+Acme & Co
+help@acme.test"""
+
+
 def test_english_email(renderer: Renderer) -> None:
     msg = email(renderer, "en")
-    assert msg.parts["subject"] == "Acme & Co: your refund of €12.50 for order #1042 is on its way"
-    assert "Hello Ana," in msg.parts["txt"]
-    assert "within 5\u201310 business days" in msg.parts["txt"]
-    assert "Reason: requested by you." in msg.parts["txt"]
-    assert "Authorized on: November 21, 2026" in msg.parts["txt"]
+    assert msg.parts["subject"] == "Your refund of €12.50 for order #1042 is on its way"
+    assert msg.parts["txt"] == ENGLISH_TXT
+    html = msg.parts["html"]
+    assert html.startswith('<!DOCTYPE html>\n<html lang="en" dir="ltr">')
+    assert "<title>Your refund of €12.50 for order #1042 is on its way</title>" in html
+    assert '<p style="margin:0 0 16px;">Hi Ana,</p>' in html
+    # A multi-line paragraph keeps its lines apart in HTML too.
+    assert "Refund amount: €12.50<br>Order: #1042<br>Reason: requested by you<br>" in html
+    assert '<a href="mailto:help@acme.test"' in html
+    assert "Acme &amp; Co" in html
 
 
 def test_in_app_channel(renderer: Renderer) -> None:
     msg = renderer.render(KIND, "in_app", "fr", None, make_context(method="store_credit"))
-    assert msg.parts["title"] == "Remboursement de 12,50\u00a0€ en route"
-    assert "immédiatement" in msg.parts["txt"]
+    assert msg.parts == {
+        "title": "Remboursement de 12,50\u00a0€ en route",
+        "txt": "Bonjour Ana,\n\nNous avons autorisé un remboursement de 12,50\u00a0€ pour la "
+        "commande n°\u00a01042. Le montant est disponible immédiatement sous forme d\u2019avoir.",
+    }
 
 
 @pytest.mark.parametrize(
     ("method", "expected"),
     [
-        ("paypal", "within 3\u20135 days"),
-        ("store_credit", "immediately"),
-        ("wire", "a few business days"),
+        ("card", "on your card statement within 5\u201310 business days"),
+        ("paypal", "reach your PayPal account within 3\u20135 days"),
+        ("store_credit", "available as store credit immediately"),
+        ("bank_transfer", "reach your bank account within 3\u20137 business days"),
+        ("wire", "reach you within a few business days"),
+        (None, "reach you within a few business days"),
     ],
 )
-def test_arrival_depends_on_method(renderer: Renderer, method: str, expected: str) -> None:
-    assert expected in email(renderer, "en", method=method).parts["txt"]
+def test_arrival_depends_on_method(renderer: Renderer, method: str | None, expected: str) -> None:
+    msg = email(renderer, "en", method=method)
+    assert expected in msg.parts["txt"]
+    assert expected in msg.parts["html"]
 
 
 def test_unknown_reason_is_omitted_and_number_falls_back_to_id(renderer: Renderer) -> None:
@@ -145,6 +159,10 @@ def test_unknown_reason_is_omitted_and_number_falls_back_to_id(renderer: Rendere
     assert "Reason" not in txt
     assert "zz_internal_code" not in txt
     assert "#ord_9" in txt
+    context["order"] = {"id": "1042", "number": "#1042"}  # Shopify-style numbers keep one "#"
+    msg = renderer.render(KIND, "email", "en", None, context)
+    assert "order #1042 " in msg.parts["subject"]
+    assert "##" not in msg.parts["subject"] + msg.parts["txt"]
 
 
 def test_jpy_has_no_decimals(renderer: Renderer) -> None:
@@ -155,9 +173,13 @@ def test_fallbacks(renderer: Renderer) -> None:
     canadian = email(renderer, "fr-CA")
     assert canadian.locale == "fr"
     assert "12,50\u00a0€" in canadian.parts["txt"]
-    german = email(renderer, "de")
-    assert german.locale == "en"
-    assert "€12.50" in german.parts["txt"]
+    austrian = email(renderer, "de-AT")
+    assert austrian.locale == "de"
+    assert '<html lang="de" dir="ltr">' in austrian.parts["html"]
+    assert "€\u00a012,50" in austrian.parts["txt"]  # Austrian German puts the sign first
+    portuguese = email(renderer, "pt_BR")
+    assert portuguese.locale == "en"
+    assert "€12.50" in portuguese.parts["txt"]
     with pytest.raises(TemplateNotFound) as caught:
         renderer.render("no_such_kind", "email", "en", None, make_context())
     assert caught.value.code == "template_not_found"
@@ -167,13 +189,13 @@ def test_markup_in_user_data_is_escaped_in_html_only(renderer: Renderer) -> None
     msg = email(renderer, "en", name="<script>alert(1)</script> & Jerry")
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Jerry" in msg.parts["html"]
     assert "<script>" not in msg.parts["html"]
-    assert "Hello <script>alert(1)</script> & Jerry," in msg.parts["txt"]
+    assert "Hi <script>alert(1)</script> & Jerry," in msg.parts["txt"]
     assert "&amp;" not in msg.parts["subject"] + msg.parts["txt"]
 
 
 def test_template_syntax_in_user_data_is_literal(renderer: Renderer) -> None:
     msg = email(renderer, "en", name="{{ 7*7 }}{% raw %}")
-    assert "Hello {{ 7*7 }}{% raw %}," in msg.parts["txt"]
+    assert "Hi {{ 7*7 }}{% raw %}," in msg.parts["txt"]
     assert "{{ 7*7 }}" in msg.parts["html"]
     assert "49" not in msg.parts["txt"]
 
@@ -244,7 +266,10 @@ def test_override_beats_builtin_per_file_and_version_tracks_text(tmp_path: Path)
 
 
 def test_templates_are_compiled_once(renderer: Renderer, monkeypatch: pytest.MonkeyPatch) -> None:
-    email(renderer, "en")
+    channels = ("email", "sms", "push", "in_app")
+    first = {
+        channel: renderer.render(KIND, channel, "en", None, make_context()) for channel in channels
+    }
 
     def recompile(source: str) -> None:
         raise AssertionError(f"recompiled {source[:40]!r}")
@@ -252,11 +277,17 @@ def test_templates_are_compiled_once(renderer: Renderer, monkeypatch: pytest.Mon
     for env in (renderer._html_env, renderer._text_env):
         monkeypatch.setattr(env, "from_string", recompile)
     for _ in range(5):
-        email(renderer, "en")
+        for channel in channels:
+            assert renderer.render(KIND, channel, "en", None, make_context()) == first[channel]
 
 
 def test_concurrent_renders_keep_their_own_locale_and_zone(renderer: Renderer) -> None:
-    jobs = [("fr", "Europe/Paris", "12,50\u00a0€"), ("en", "UTC", "€12.50")] * 50
+    jobs = [
+        ("fr", "Europe/Paris", "12,50\u00a0€"),
+        ("en", "UTC", "€12.50"),
+        ("de", "Europe/Berlin", "12,50\u00a0€"),
+        ("es", "Europe/Madrid", "12,50\u00a0€"),
+    ] * 25
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda job: email(renderer, job[0], job[1]), jobs))
     for (locale, _, amount), msg in zip(jobs, results, strict=True):

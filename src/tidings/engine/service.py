@@ -402,7 +402,13 @@ class NotificationWriter:
             if p.reason:
                 detail["reason"] = p.reason
             self.audit.append(
-                AuditEntry(actor, f"notification.{status}", "notification", notification_id, detail)
+                AuditEntry(
+                    actor,
+                    "notification.planned" if status == QUEUED else f"notification.{status}",
+                    "notification",
+                    notification_id,
+                    detail,
+                )
             )
             if digest_key is None:
                 self.jobs[notification_id] = self.job(

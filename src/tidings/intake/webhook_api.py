@@ -31,7 +31,11 @@ async def receive_webhook(source: str, request: Request) -> JSONResponse:
     body = await request.body()
     try:
         outcomes = await run_in_threadpool(
-            runtime.webhooks.receive, source, dict(request.headers), body
+            runtime.webhooks.receive,
+            source,
+            dict(request.headers),
+            body,
+            query=dict(request.query_params),
         )
     except WebhookError as error:
         raise ApiProblem(

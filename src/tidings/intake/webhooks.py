@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from tidings.db.types import utcnow
 from tidings.intake import rejects
@@ -28,6 +29,7 @@ from tidings.intake.sources.base import (
 # Never stored with a reject: credentials of our own API or of a proxy in front of it.
 _DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 VERIFIED_MARK = "x-tidings-signature-verified"
+QUERY_MARK = "x-tidings-query"  # the request's query string, kept with the reject
 UNVERIFIED_CODES = frozenset({SignatureError.code, "source_not_configured"})
 
 
@@ -74,7 +76,13 @@ class Webhooks:
         self.strictness = strictness
 
     def receive(
-        self, source: str, headers: Mapping[str, str], body: bytes, *, actor: str | None = None
+        self,
+        source: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        query: Mapping[str, str] | None = None,
+        actor: str | None = None,
     ) -> list[ItemOutcome]:
         adapter = self.adapters.get(source)
         if adapter is None:
@@ -83,8 +91,16 @@ class Webhooks:
                 "unknown_source",
                 f"No webhook source '{source}'. Known: {', '.join(sorted(self.adapters))}.",
             )
-        lowered = {k.lower(): v for k, v in headers.items() if k.lower() not in _DROPPED_HEADERS}
-        request = WebhookRequest(headers=lowered, body=body, received_at=utcnow())
+        # Our own bookkeeping headers are never taken from a sender: a forged "verified"
+        # mark must not let a replay skip the signature check.
+        lowered = {
+            k.lower(): v
+            for k, v in headers.items()
+            if k.lower() not in _DROPPED_HEADERS and not k.lower().startswith("x-tidings-")
+        }
+        request = WebhookRequest(
+            headers=lowered, body=body, received_at=utcnow(), query=dict(query or {})
+        )
         return self._process(adapter, request, verify=True, actor=actor or f"source:{source}")
 
     def replay(self, stored: Mapping[str, Any], *, actor: str) -> list[ItemOutcome]:
@@ -92,9 +108,13 @@ class Webhooks:
         adapter = self.adapters[str(stored["channel"])]
         headers = dict(stored["headers"])
         verified = headers.pop(VERIFIED_MARK, None) == "1"
+        query = dict(parse_qsl(headers.pop(QUERY_MARK, "")))
         received: datetime = stored["received_at"]
         request = WebhookRequest(
-            headers=headers, body=str(stored["payload"]).encode(), received_at=received
+            headers=headers,
+            body=str(stored["payload"]).encode(),
+            received_at=received,
+            query=query,
         )
         return self._process(
             adapter, request, verify=not verified, actor=actor, reject_id=str(stored["id"])
@@ -157,6 +177,8 @@ class Webhooks:
             headers = dict(request.headers)
             if verified:
                 headers[VERIFIED_MARK] = "1"
+            if request.query:
+                headers[QUERY_MARK] = urlencode(sorted(request.query.items()))
             return rejects.record(
                 conn,
                 channel=name,

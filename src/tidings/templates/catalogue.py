@@ -18,6 +18,10 @@
     in_app_title: "..."   # optional (default headline)
     in_app_body: "..."    # optional (default: the body paragraphs)
 
+Line breaks follow what the file shows: a line holding only Jinja tags disappears, and any
+other line keeps its line break even when it ends with a tag (``Hello,{% endif %}`` followed by
+a blank line still ends a paragraph; Jinja alone would swallow that newline).
+
 ``define`` holds Jinja statements (``{% set %}``, ``{% macro %}``) that are placed in front of
 every other value, so a lookup table such as the wording of a refund reason is written once per
 file; it produces no text of its own.
@@ -29,6 +33,7 @@ exists but cannot be used, which retrying will not fix. The message names the fi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,11 +100,32 @@ class Catalogue:
         text = self.fields.get(field)
         if text is None:
             return None
+        text = _keep_line_breaks(text)
         define = self.fields.get("define")
         return f"{define.rstrip()}\n{text}" if define else text
 
     def has_action(self) -> bool:
         return "action.url" in self.fields
+
+
+_BLOCK_TAG_RE = re.compile(r"\{%.*?%\}")
+
+
+def _keep_line_breaks(text: str) -> str:
+    # The environment trims the newline after every block tag (trim_blocks), which is right
+    # for a line that holds only tags and wrong for text that happens to end with one. Such
+    # lines get Jinja's own opt-out, "+%}".
+    lines = text.split("\n")
+    for index, line in enumerate(lines[:-1]):
+        end = line.rstrip()
+        if (
+            end.endswith("%}")
+            and not end.endswith(("+%}", "-%}"))
+            and "{%" in end
+            and _BLOCK_TAG_RE.sub("", end).strip()
+        ):
+            lines[index] = f"{end[:-2]}+%}}"
+    return "\n".join(lines)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -124,12 +150,12 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
-def load_yaml(text: str, origin: str) -> Any:
-    """Parse YAML safely; duplicated keys and syntax errors name ``origin``."""
+def load_yaml(text: str, origin: str, error: type[RenderError] | None = None) -> Any:
+    """Parse YAML safely; duplicated keys and syntax errors raise ``error`` naming ``origin``."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise CatalogueError(f"template catalogue {origin} is not valid YAML: {exc}") from exc
+        raise (error or CatalogueError)(f"{origin} is not valid YAML: {exc}") from exc
 
 
 def parse_catalogue(text: str, origin: str) -> Catalogue:

@@ -7,7 +7,8 @@ for both is ``TIDINGS_RETURNS_WEBHOOK_SECRET``.
 Loop Returns (https://docs.loopreturns.com/webhook-reference/validation and
 https://docs.loopreturns.com/reference/return-webhook)
     Header ``X-Loop-Signature``: the base64 HMAC-SHA256 of the raw body keyed with the
-    webhook secret from Loop's Developer Tools page. Only the ``return`` topic is mapped
+    webhook secret from Loop's Developer Tools page (Loop signs the exact JSON it sends,
+    so the raw body is what is verified). Only the ``return`` topic is mapped
     (triggers ``return.created``, ``return.updated``, ``return.closed``); ``label``,
     ``restock``, ``giftcard`` and Happy Returns topics are answered 200 and not stored.
     Read from the body: ``id`` (the return), ``state`` (open, review / needs review,
@@ -189,20 +190,10 @@ def _map_loop(
     else:
         occurred = instant(document.get("edited_at"))
     raw_lines = document.get("line_items")
-    lines = _lines(
-        [dict(line, quantity=1) if isinstance(line, dict) else line for line in raw_lines]
-        if isinstance(raw_lines, list)
-        else None,
-        options,
-        field="line_items",
-    )
-    reasons = list(
-        dict.fromkeys(
-            reason
-            for line in (raw_lines if isinstance(raw_lines, list) else [])
-            if isinstance(line, dict) and (reason := text(line.get("return_reason")))
-        )
-    )
+    items = [line for line in _list(raw_lines) if isinstance(line, dict)]
+    # Loop lists one entry per returned unit.
+    units = [dict(line, quantity=1) for line in items] if isinstance(raw_lines, list) else None
+    reasons = dict.fromkeys(r for line in items if (r := text(line.get("return_reason"))))
     data: dict[str, Any] = {
         "order_id": order_id,
         "order_number": text(document.get("order_name")),
@@ -211,23 +202,14 @@ def _map_loop(
         "return_reference": None,
         "status": status,
         "platform_state": state,
-        "lines": lines,
+        "lines": _lines(units, options, field="line_items"),
         "label_url": label["url"],
         "reason": "; ".join(reasons) or None,
         "occurred_at": occurred.isoformat() if occurred else None,
         "status_page_url": text(document.get("status_page_url")),
     }
-    if refund is None:
-        return _events(LOOP, data, occurred, request, amount=None)
-    amount, currency, gateway = refund
-    return _events(
-        LOOP,
-        data,
-        occurred,
-        request,
-        amount=(amount, currency) if currency else None,
-        method=gateway,
-    )
+    amount, gateway = (refund[:2], refund[2]) if refund else (None, None)
+    return _events(LOOP, data, occurred, request, amount=amount, method=gateway)
 
 
 def _loop_label(document: dict[str, Any]) -> dict[str, Any]:
@@ -243,28 +225,26 @@ def _loop_label(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _loop_refund(document: dict[str, Any]) -> tuple[int, str | None, str | None] | None:
+def _loop_refund(document: dict[str, Any]) -> tuple[int, str, str | None] | None:
     """(amount in minor units, currency, gateway) refunded to the customer, or None when
     nothing went back to the original payment (an exchange, store credit)."""
-    currency = text(document.get("currency"))
     refunds = [r for r in _list(document.get("refunds")) if isinstance(r, dict)]
-    gateway = None
     if refunds:
-        currencies = {text(r.get("currency")) or currency for r in refunds}
-        if len(currencies) != 1:
-            raise MappingError(
-                "invalid_payload",
-                "The Loop refunds are in several currencies; Tidings needs one per refund.",
-                field="refunds",
-            )
-        currency = currencies.pop()
-        amounts = [(r.get("amount"), "refunds.amount") for r in refunds]
-        gateway = text(refunds[0].get("gateway"))
+        amounts = [(r.get("amount"), text(r.get("currency"))) for r in refunds]
+        field, gateway = "refunds", text(refunds[0].get("gateway"))
     elif document.get("refund") not in (None, ""):
-        amounts = [(document.get("refund"), "refund")]
+        amounts, field, gateway = [(document.get("refund"), None)], "refund", None
     else:
         return None
-    total = sum(_minor_units(value, currency, field, major=True) for value, field in amounts)
+    currencies = {currency or text(document.get("currency")) for _, currency in amounts}
+    currency = currencies.pop() if len(currencies) == 1 else None
+    if currency is None:
+        raise MappingError(
+            "invalid_payload",
+            "The Loop refund needs one currency ('currency' or refunds[].currency).",
+            field="currency",
+        )
+    total = sum(_minor_units(value, currency, field, major=True) for value, _ in amounts)
     return (total, currency, gateway) if total > 0 else None
 
 
@@ -315,7 +295,7 @@ def _map_erp(
     if status in REFUND_EVENTS and isinstance(refund, dict) and refund.get("amount") is not None:
         currency = text(refund.get("currency"))
         if currency is not None:
-            amount = (_minor_units(refund["amount"], currency, "refund.amount"), currency)
+            amount = (_minor_units(refund["amount"], currency, "refund", major=False), currency)
     return _events(ERP, data, occurred, request, amount=amount)
 
 
@@ -328,7 +308,7 @@ def _events(
     occurred: datetime | None,
     request: WebhookRequest,
     *,
-    amount: tuple[int, str | None] | None,
+    amount: tuple[int, str] | None,
     method: str | None = None,
 ) -> list[dict[str, Any]]:
     return_id, order_id, status = data["return_id"], data["order_id"], data["status"]
@@ -345,7 +325,7 @@ def _events(
         }
     ]
     stage = REFUND_EVENTS.get(status)
-    if stage is not None and amount is not None and amount[1] is not None:
+    if stage is not None and amount is not None:
         refund: dict[str, Any] = {
             "order_id": order_id,
             "refund_id": f"return:{return_id}",
@@ -417,37 +397,33 @@ def _lines(raw: list[Any] | None, options: MapOptions, field: str) -> list[dict[
     return [{"sku": sku, "quantity": quantity} for sku, quantity in quantities.items()]
 
 
-def _minor_units(value: object, currency: str | None, field: str, *, major: bool = False) -> int:
+def _minor_units(value: object, currency: str, field: str, *, major: bool) -> int:
     """An amount in minor units of ``currency`` (two decimals for EUR, none for JPY).
 
-    Integers are minor units already, unless ``major``; decimal strings (and, with
-    ``major``, any JSON number) are major units. Without a currency only integers in
-    minor units can be read.
+    With ``major`` (Loop) any JSON number or decimal string is in major units. Without
+    it (ERP) an integer is already in minor units and a decimal string is in major units.
     """
-    if currency is not None and currency not in _CURRENCIES:
+    if currency not in _CURRENCIES:
         raise MappingError(
             "invalid_payload",
             f"The refund currency {currency!r} is not an ISO 4217 code such as EUR.",
-            field=f"{field.split('.')[0]}.currency" if "." in field else "currency",
+            field=f"{field}.currency",
         )
-    minor: Decimal | None = None
-    if isinstance(value, bool):
-        minor = None
-    elif isinstance(value, int) and not major:
-        minor = Decimal(value)
-    elif isinstance(value, str | int | float) and currency is not None:
+    amount: Decimal | None = None
+    if isinstance(value, int) and not isinstance(value, bool) and not major:
+        amount = Decimal(value)
+    elif isinstance(value, str) or (major and isinstance(value, int | float)):
         try:
-            minor = Decimal(str(value)).scaleb(get_currency_precision(currency))
+            amount = Decimal(str(value).strip()).scaleb(get_currency_precision(currency))
         except InvalidOperation:
-            minor = None
-    if minor is None or not minor.is_finite() or minor < 0 or minor != minor.to_integral_value():
+            amount = None
+    if amount is None or not amount.is_finite() or amount < 0 or amount != amount.to_integral():
         raise MappingError(
             "invalid_payload",
-            f"The refund amount {value!r} is not a non-negative amount of {currency or 'money'}"
-            + (" in minor units." if not major and currency is None else "."),
-            field=field,
+            f"The refund amount {value!r} is not a non-negative amount of {currency}.",
+            field=f"{field}.amount",
         )
-    return int(minor)
+    return int(amount)
 
 
 ADAPTER = ReturnsAdapter()
