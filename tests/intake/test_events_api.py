@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -180,3 +181,31 @@ def test_unknown_type_names_the_catalogue(client: TestClient) -> None:
     assert response.status_code == 422
     assert response.json()["code"] == "unknown_event_type"
     assert "refund.authorized" in response.json()["detail"]
+
+
+def test_a_forged_verified_mark_does_not_let_a_replay_skip_the_signature(
+    client: TestClient, runtime: Runtime
+) -> None:
+    runtime.webhooks.secrets["aftership"] = "right-secret"
+    body = json.dumps({"event": "tracking_update", "msg": {"tracking_number": "6A1"}}).encode()
+    response = client.post(
+        "/api/intake/aftership",
+        content=body,
+        headers={
+            "aftership-hmac-sha256": "forged",
+            "x-tidings-signature-verified": "1",
+            "Content-Type": "application/json",
+            "Authorization": "",
+        },
+    )
+    assert response.status_code == 401
+    reject_id = response.json()["reject_id"]
+    with runtime.engine.connect() as conn:
+        kept = conn.execute(select(rejects.c.headers).where(rejects.c.id == reject_id)).one()
+    assert "x-tidings-signature-verified" not in kept.headers
+    from tidings.intake.webhooks import WebhookError
+
+    with pytest.raises(WebhookError) as refused:
+        runtime.replay_reject(reject_id, actor="operator")
+    assert refused.value.code == "invalid_signature"
+    assert count(runtime, events) == 0

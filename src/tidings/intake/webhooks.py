@@ -30,6 +30,7 @@ from tidings.intake.sources.base import (
 _DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 VERIFIED_MARK = "x-tidings-signature-verified"
 QUERY_MARK = "x-tidings-query"  # the request's query string, kept with the reject
+INTERNAL_MARKS = frozenset({VERIFIED_MARK, QUERY_MARK})
 UNVERIFIED_CODES = frozenset({SignatureError.code, "source_not_configured"})
 
 
@@ -96,7 +97,7 @@ class Webhooks:
         lowered = {
             k.lower(): v
             for k, v in headers.items()
-            if k.lower() not in _DROPPED_HEADERS and not k.lower().startswith("x-tidings-")
+            if k.lower() not in _DROPPED_HEADERS and k.lower() not in INTERNAL_MARKS
         }
         request = WebhookRequest(
             headers=lowered, body=body, received_at=utcnow(), query=dict(query or {})
