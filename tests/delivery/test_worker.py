@@ -83,7 +83,10 @@ def test_smtp_outage_messages_wait_then_arrive_once(
     runtime.intake.delivery = type(runtime.intake.delivery)(max_attempts=50)
     smtp_server.stop()
     post(client, order_placed("1", JORDAN))
-    post(client, *(refund_authorized("1", id=f"refund-{n}", amount=100 + n) for n in range(5)))
+    refunds = [refund_authorized("1", id=f"refund-{n}", amount=100 + n) for n in range(5)]
+    for n, refund in enumerate(refunds):
+        refund["data"]["refund_id"] = f"re_{n}"  # five refunds, five messages
+    post(client, *refunds)
 
     async def during_outage() -> None:
         worker = runtime.new_worker()

@@ -127,9 +127,11 @@ def test_exceptions_bypass_holds_and_the_same_status_from_two_sources_is_one_mes
     rows = email_rows(engine)
     assert [(r.kind, r.status) for r in rows] == [
         ("shipment_in_transit", "superseded"),
+        ("shipment_in_transit", "suppressed"),  # the second source's copy, on record
         ("shipment_exception", "queued"),
     ]
-    assert rows[1].scheduled_for is None
+    assert rows[1].reason == "'in_transit' was already reached"
+    assert rows[2].scheduled_for is None
 
 
 def test_a_scan_with_only_a_tracking_number_reaches_the_orders_customer(engine: Engine) -> None:

@@ -8,7 +8,7 @@ entries are written back, all in the caller's transaction.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from tidings.engine.planning import (
     SUPPRESSED,
     Facts,
     PlannedNotification,
+    key,
     plan,
     shipment_key,
 )
@@ -34,6 +35,7 @@ from tidings.engine.rules import RuleSet
 from tidings.events.envelope import CanonicalEvent
 
 COUNTED = ("queued", "scheduled", "held", "sent", "delivered", "acknowledged")
+DUPLICATE_REASON = "the same message was already planned from another event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,16 +328,26 @@ class NotificationWriter:
         order_of: dict[str, str] | None = None,
     ) -> list[str]:
         """Queue rows for the planned notifications that are new; returns their ids."""
-        fresh = [p for p in planned if p.dedupe_key not in self._keys]
-        if fresh:
-            taken = set(
+        # A message's business key is held by the one that goes out. A second event with
+        # the same news (another source, a late copy) is recorded as suppressed, under a
+        # key of its own, so the timeline shows it and why.
+        sending = [p.dedupe_key for p in planned if p.status != SUPPRESSED]
+        taken = set(self._keys)
+        if sending:
+            taken |= set(
                 self.conn.scalars(
                     select(notifications.c.dedupe_key).where(
-                        notifications.c.dedupe_key.in_([p.dedupe_key for p in fresh])
+                        notifications.c.dedupe_key.in_(sending)
                     )
                 ).all()
             )
-            fresh = [p for p in fresh if p.dedupe_key not in taken]
+        fresh = []
+        for p in planned:
+            if p.status != SUPPRESSED and p.dedupe_key in taken:
+                p = replace(p, status=SUPPRESSED, reason=DUPLICATE_REASON, group_key=None)
+            if p.status == SUPPRESSED:
+                p = replace(p, dedupe_key=key(p.dedupe_key, event_id))
+            fresh.append(p)
         ids = []
         now, actor = self.settings.now, self.settings.actor
         for p in fresh:

@@ -30,6 +30,9 @@ _COLOR_RE = re.compile(r"#(?:[0-9a-fA-F]{3}){1,2}\Z")
 # different scheme than the one that was checked ("java\tscript:"); such URLs are refused.
 _URL_JUNK_RE = re.compile(r"[\x00-\x20\x7f-\x9f]")
 _PARAGRAPH_RE = re.compile(r"\n[ \t\r\f\v]*\n")
+# Runs of ordinary spaces inside a line (left by template conditionals) fold to one; no-break
+# spaces are typography ("12,50\u00a0€") and stay.
+_SPACES_RE = re.compile(r"[ \t\f\v]+")
 
 
 def safe_url(value: object) -> str | None:
@@ -71,10 +74,10 @@ def branding(store: object) -> dict[str, Any]:
 
 
 def paragraphs(text: str) -> list[str]:
-    """Split rendered text on blank lines; strip every line, drop empty paragraphs."""
+    """Split rendered text on blank lines; tidy every line's spaces, drop empty paragraphs."""
     found = []
     for block in _PARAGRAPH_RE.split(text.replace("\r\n", "\n")):
-        lines = [line.strip() for line in block.split("\n")]
+        lines = [_SPACES_RE.sub(" ", line).strip(" \t\r\f\v") for line in block.split("\n")]
         paragraph = "\n".join(line for line in lines if line)
         if paragraph:
             found.append(paragraph)
