@@ -14,6 +14,7 @@ import copy
 import hashlib
 import hmac
 import json
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ SECRETS = {
     "aftership": "as-secret",
     "easypost": "ep-secret",
     "returns": "erp-secret",
+    "stripe": "whsec_test",
 }
 ORDER = "5820982911946154"  # Shopify's order id; #1042 is its number
 TRACKING = "6A12345678901"
@@ -195,6 +197,28 @@ def test_a_whole_order_life_reaches_the_customer_once_in_french(
     timeline = client.get(f"/api/orders/{ORDER}/timeline").json()
     kinds_in_timeline = {e["kind"] for e in timeline["entries"] if e["entry"] == "notification"}
     assert set(EXPECTED) | {"shipment_in_transit"} <= kinds_in_timeline
+
+
+def stripe(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps(payload).encode()
+    stamp = int(time.time())
+    mac = hmac.new(SECRETS["stripe"].encode(), f"{stamp}.".encode() + body, hashlib.sha256)
+    return post(client, "stripe", body, {"Stripe-Signature": f"t={stamp},v1={mac.hexdigest()}"})
+
+
+def test_a_stripe_refund_for_a_shopify_order_is_one_french_refund_email(
+    life: tuple[TestClient, Runtime], smtp_server: SmtpServer
+) -> None:
+    client, runtime = life
+    shopify(client, "orders/create", sample("shopify", "orders_create"))
+    created = sample("stripe", "refund_created")
+    created["data"]["object"]["metadata"]["order_id"] = ORDER
+    assert stripe(client, created)["accepted"] == 1
+    assert stripe(client, created)["duplicate"] == 1  # a redelivery
+    drain(runtime)
+    [mail] = smtp_server.parsed()
+    assert mail["To"] == "camille@example.fr"
+    assert "12,50\u00a0€" in mail.get_body(preferencelist=("plain",)).get_content()
 
 
 def test_every_sample_payload_is_accepted(life: tuple[TestClient, Runtime]) -> None:
