@@ -1,1 +1,2 @@
-"""Message templates: on-disk store with per-store overrides, and sandboxed rendering."""
+"""Message templates: per-part files and message catalogues with shared email layouts,
+per-store overrides, sandboxed rendering, and previews with sample data."""
