@@ -27,6 +27,11 @@ class PermanentSendError(SendError):
     permanent = True
 
 
+class InvalidRecipientError(PermanentSendError):
+    """The address can never work (an unregistered push token, a number that cannot receive
+    SMS): the send fails at once and the address is removed from the customer's devices."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
     notification_id: str
@@ -35,6 +40,13 @@ class OutboundMessage:
     address: str
     customer_id: str | None
     rendered: RenderedMessage
+    # critical | transactional | bulk: providers with a delivery priority use it.
+    priority: str = "transactional"
+
+    @property
+    def message_id(self) -> str:
+        """Stable across retries and crashes: how a receiving end recognizes a repeat."""
+        return f"{self.notification_id}.{self.channel}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +57,8 @@ class SendReceipt:
 
 
 class Provider(abc.ABC):
+    """One provider of one channel. Subclass the channel's base (``EmailProvider``, ...)."""
+
     name: str
     channel: str
 
@@ -54,3 +68,23 @@ class Provider(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release connections."""
+
+
+class EmailProvider(Provider):
+    channel = "email"
+
+
+class SmsProvider(Provider):
+    channel = "sms"
+
+
+class PushProvider(Provider):
+    channel = "push"
+
+
+class InAppProvider(Provider):
+    channel = "in_app"
+
+
+class WebhookProvider(Provider):
+    channel = "webhook"

@@ -14,9 +14,9 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from tidings.delivery.providers.base import (
+    EmailProvider,
     OutboundMessage,
     PermanentSendError,
-    Provider,
     SendReceipt,
     TransientSendError,
 )
@@ -42,9 +42,8 @@ def build_email(message: OutboundMessage, *, sender: str, domain: str) -> EmailM
     return email
 
 
-class SmtpEmailProvider(Provider):
+class SmtpEmailProvider(EmailProvider):
     name = "smtp"
-    channel = "email"
 
     def __init__(
         self, url: str, *, sender: str, domain: str, connections: int, timeout: float

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from tidings.db.ids import new_id
 from tidings.db.types import utcnow
-from tidings.delivery.providers.base import OutboundMessage, Provider, SendReceipt
+from tidings.delivery.providers.base import InAppProvider, OutboundMessage, SendReceipt
 
 
-class InboxProvider(Provider):
+class InboxProvider(InAppProvider):
     name = "inbox"
-    channel = "in_app"
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         inbox_id = new_id("msg")
