@@ -158,6 +158,22 @@ def test_loop_closed_with_a_refund_emits_the_refund_too(
     assert len(stored(configured)) == 2
 
 
+@pytest.mark.parametrize("amount", [47.5, 47, "47.50"])
+def test_loop_refund_amounts_may_be_json_numbers(amount: object) -> None:
+    # Loop's return webhook example sends refunds[].amount as a number ("amount": 20)
+    # although its schema says string (docs.loopreturns.com/reference/return-webhook).
+    document = json.loads(sample("loop_return_closed_refunded"))
+    document["refunds"][0]["amount"] = amount
+    request = WebhookRequest(
+        headers={"x-loop-signature": "..."},
+        body=json.dumps(document).encode(),
+        received_at=datetime(2026, 12, 2, 16, 0, tzinfo=UTC),
+    )
+    [_, refund] = ADAPTER.map(request, MapOptions())
+    minor = 4700 if amount == 47 else 4750
+    assert (refund["data"]["amount"], refund["data"]["currency"]) == (minor, "EUR")
+
+
 @pytest.mark.parametrize(
     ("changes", "status"),
     [

@@ -249,11 +249,16 @@ def test_inventory_levels_update_names_the_inventory_item(
     assert data["sku"] == "inventory_item:271878346596884015"
     assert (data["location"], data["available"]) == ("24826418", 0)
 
-    with_sku = {**sample("inventory_levels_update"), "sku": "LAMP-01", "available": 3}
-    accepted_one(deliver(client, "inventory_levels/update", with_sku))
-    assert [r.data["sku"] for r in stored(shopify)] == [
-        "inventory_item:271878346596884015",
-        "LAMP-01",
+    # Restocked a minute later: a new stock level, still named by the inventory item.
+    restocked = {
+        **sample("inventory_levels_update"),
+        "available": 3,
+        "updated_at": "2026-11-21T11:01:03+01:00",
+    }
+    accepted_one(deliver(client, "inventory_levels/update", restocked))
+    assert [(r.data["sku"], r.data["available"]) for r in stored(shopify)] == [
+        ("inventory_item:271878346596884015", 0),
+        ("inventory_item:271878346596884015", 3),
     ]
 
 

@@ -131,6 +131,23 @@ def test_charge_refunded_without_a_refund_list_uses_the_amount_refunded(
     )
 
 
+def test_charge_refunded_from_2024_10_28_leaves_the_news_to_refund_created(
+    client: TestClient, stripe: Runtime
+) -> None:
+    # From that version both events come for one refund, and only refund.created knows
+    # the refund's id: one message, not two.
+    event = sample("charge_refunded")
+    event["api_version"] = "2024-10-28.acacia"
+    del event["data"]["object"]["refunds"]
+    response = deliver(client, event)
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 0
+    assert stored(stripe) == []
+    created = sample("refund_created")
+    accepted_one(deliver(client, created))
+    assert [row.type for row in stored(stripe)] == ["refund.authorized"]
+
+
 def test_refund_updated_to_succeeded_is_refund_succeeded(
     client: TestClient, stripe: Runtime
 ) -> None:
@@ -168,6 +185,23 @@ def test_refund_failed_and_refund_updated_failed_store_one_event(
     updated = sample("refund_updated")
     updated["data"]["object"]["status"] = "failed"
     assert deliver(client, updated).json()["duplicate"] == 1
+    assert len(stored(stripe)) == 1
+
+
+def test_charge_refund_updated_of_older_api_versions_is_read_like_refund_updated(
+    client: TestClient, stripe: Runtime
+) -> None:
+    # Before 2024-10-28.acacia a charge refund's changes come as charge.refund.updated,
+    # with the Refund as data.object (docs.stripe.com/api/refunds, Events).
+    event = sample("refund_updated")
+    event.update(type="charge.refund.updated", api_version="2024-06-20")
+    event["data"]["object"].update(status="failed", failure_reason="insufficient_funds")
+    accepted_one(deliver(client, event))
+    [row] = stored(stripe)
+    assert (row.ce_id, row.type) == (f"refund/{REFUND}/failed", "refund.failed")
+    assert row.data["failure_reason"] == "insufficient_funds"
+
+    assert deliver(client, sample("refund_failed")).json()["duplicate"] == 1
     assert len(stored(stripe)) == 1
 
 

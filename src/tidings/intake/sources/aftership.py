@@ -2,7 +2,7 @@
 
 Signature (https://www.aftership.com/docs/tracking/webhook/webhook-signature): every
 request carries an ``aftership-hmac-sha256`` header, the base64-encoded HMAC-SHA256 of
-the raw request body keyed with the webhook secret (Settings > Notifications in the
+the raw request body keyed with the webhook secret (Settings > Webhooks in the
 AfterShip admin; ``TIDINGS_AFTERSHIP_WEBHOOK_SECRET`` here). Nothing else is signed and
 no timestamp is sent, so there is no replay window to check: redeliveries are harmless
 because event ids are derived from the business fact. AfterShip's Returns and Warranty
@@ -75,7 +75,7 @@ class AfterShipAdapter(SourceAdapter):
             raise SignatureError(
                 f"The {SIGNATURE_HEADER} signature does not match the body. Check that "
                 "TIDINGS_AFTERSHIP_WEBHOOK_SECRET is the webhook secret shown in AfterShip "
-                "(Settings > Notifications)."
+                "(Settings > Webhooks)."
             )
 
     def account(self, request: WebhookRequest) -> str | None:

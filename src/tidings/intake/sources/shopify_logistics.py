@@ -105,12 +105,15 @@ def fulfillment_event(e: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def inventory_level(level: Mapping[str, Any]) -> dict[str, Any]:
+    # The payload is inventory_item_id, location_id, available, updated_at and
+    # admin_graphql_api_id (https://shopify.dev/docs/api/webhooks, inventory_levels/update);
+    # the SKU lives on the InventoryItem, so the item id stands in for it.
     item = ident(level.get("inventory_item_id"), "inventory_item_id")
     available = level.get("available")
     if not isinstance(available, int) or isinstance(available, bool):
         raise invalid("available", "must be an integer")
     return {
-        "sku": text(level.get("sku")) or f"inventory_item:{item}",
+        "sku": f"inventory_item:{item}",
         "inventory_item_id": item,
         "location": ident(level.get("location_id"), "location_id"),
         "available": available,

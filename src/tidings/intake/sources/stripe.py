@@ -8,13 +8,20 @@ than five minutes from the time the request arrived is refused (replay protectio
 | Stripe event                                  | canonical event                          |
 | --------------------------------------------- | ---------------------------------------- |
 | refund.created, charge.refunded               | refund.authorized (same id for one refund) |
-| refund.updated (succeeded)                    | refund.succeeded                         |
-| refund.updated (failed, canceled), refund.failed | refund.failed                         |
+| refund.updated, charge.refund.updated (succeeded) | refund.succeeded                     |
+| refund.updated, charge.refund.updated (failed, canceled), refund.failed | refund.failed  |
 | payment_intent.payment_failed, invoice.payment_failed | payment.failed                   |
 | payment_intent.succeeded                      | payment.captured                         |
 
 Every other event type is answered 200 with nothing stored. The order comes from
 ``metadata.order_id`` (strict: required; lenient: the PaymentIntent id stands in).
+
+``refund.created``, ``refund.updated`` and ``refund.failed`` are sent for refunds of a
+charge only from API version 2024-10-28.acacia on; before it they cover refunds without
+a charge, and a charge refund's changes come as ``charge.refund.updated``, whose
+``data.object`` is the Refund as well
+(https://docs.stripe.com/changelog/acacia/2024-10-28/refund-webhook-update,
+https://docs.stripe.com/api/refunds).
 """
 
 from __future__ import annotations
@@ -175,8 +182,9 @@ def _refund_created(e: _Event) -> list[dict[str, Any]]:
 
 
 def _refund_updated(e: _Event) -> list[dict[str, Any]]:
-    # A pending refund seen first here (older API versions send no refund.created for
-    # charge refunds) is still its authorization; it collapses with any earlier one.
+    # refund.updated and charge.refund.updated. A pending refund seen first here (before
+    # 2024-10-28.acacia a charge refund has no refund.created) is still its
+    # authorization; it collapses with any earlier one.
     return _refund_events(e, e.obj, updated=True)
 
 
@@ -195,8 +203,11 @@ def _charge_refunded(e: _Event) -> list[dict[str, Any]]:
         # The newest refund is the news; the list is newest first, but do not rely on it.
         latest = max(enumerate(refunds), key=lambda p: (_created(p[1]), -p[0]))[1]
         return _refund_events(e, latest, updated=False, charge=charge)
-    # No list (API 2022-11-15 and later): the refund's own id is unknown here, so this
-    # cannot collapse with refund.created for the same refund.
+    # No list (API 2022-11-15 and later). From 2024-10-28.acacia on, refund.created
+    # announces the same refund with its own id, so this event is no news; announcing it
+    # would tell the customer twice under two ids that cannot collapse.
+    if _api_version(e.event) >= REFUND_EVENTS_FOR_CHARGES:
+        return []
     charge_id = _id(charge.get("id"))
     if charge_id is None:
         raise _invalid("data.object.id", "a charge needs its id")
@@ -216,6 +227,16 @@ def _charge_refunded(e: _Event) -> list[dict[str, Any]]:
     }
     ce_id = f"refund/{charge_id}/{refunded}/authorized"
     return [e.cloudevent(ce_id, "refund.authorized", e.created, data)]
+
+
+# The first API version that sends refund.created for refunds of a charge.
+REFUND_EVENTS_FOR_CHARGES = "2024-10-28"
+
+
+def _api_version(event: Mapping[str, Any]) -> str:
+    """The date part of ``api_version`` ("2024-10-28.acacia"); unknown sorts oldest."""
+    value = event.get("api_version")
+    return value[:10] if isinstance(value, str) else ""
 
 
 def _created(refund: Mapping[str, Any]) -> int:
@@ -308,6 +329,7 @@ def _payment_succeeded(e: _Event) -> list[dict[str, Any]]:
 _TYPES: dict[str, Callable[[_Event], list[dict[str, Any]]]] = {
     "refund.created": _refund_created,
     "refund.updated": _refund_updated,
+    "charge.refund.updated": _refund_updated,
     "refund.failed": _refund_failed,
     "charge.refunded": _charge_refunded,
     "payment_intent.payment_failed": _payment_failed,
