@@ -90,6 +90,23 @@ def test_every_kind_renders_every_channel_and_locale(
         assert f'<html lang="{locale}" dir="ltr">' in msg.parts["html"]
 
 
+@pytest.mark.parametrize("number", ["#1042", "1042", " #1042 "])
+@pytest.mark.parametrize("kind", [k for k in KINDS if sample_context(k)["order"].get("id")])
+def test_an_order_number_is_written_once_with_its_sign(
+    renderer: Renderer, kind: str, number: str
+) -> None:
+    # Shopify's order name is "#1042"; other sources send "1042". Both read the same.
+    context = sample_context(kind)
+    context["order"] = {**context["order"], "number": number}
+    for locale in LOCALES:
+        for channel in CHANNEL_PARTS:
+            text = " ".join(render(renderer, kind, channel, locale, context).parts.values())
+            assert "##" not in text, (locale, channel, text)
+            assert "1042" in text, (locale, channel)
+    english = render(renderer, kind, "email", "en", context).parts["txt"]
+    assert "#1042" in english
+
+
 @pytest.mark.parametrize("locale", LOCALES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_names_are_greeted_escaped_in_html_and_optional(

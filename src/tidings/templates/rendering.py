@@ -89,6 +89,16 @@ def _version(texts: Mapping[str, str]) -> str:
     return digest.hexdigest()[:12]
 
 
+def with_order_reference(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``order.number`` as templates print it: sources send "#1042" (Shopify's order name)
+    or "1042", and every locale writes its own sign in front ("#1042", "n° 1042")."""
+    order = context.get("order")
+    if not isinstance(order, Mapping) or not isinstance(order.get("number"), str):
+        return context
+    number = order["number"].strip().lstrip("#").strip() or None
+    return {**context, "order": {**order, "number": number}}
+
+
 class Renderer:
     """Renders a kind/channel for a recipient; safe to share between threads."""
 
@@ -135,6 +145,7 @@ class Renderer:
         context: Mapping[str, Any],
     ) -> RenderedMessage:
         chain = locale_chain(locale)
+        context = with_order_reference(context)
         serves_catalogue = channel in CHANNEL_PARTS
         for candidate in chain:
             files = self._store.parts(kind, channel, candidate)
