@@ -42,9 +42,13 @@ _JOURNEYS = [
 def demo_events(
     orders: int, *, refund_share: float = 0.4, seed: int = 1042, start: datetime | None = None
 ) -> list[CanonicalEvent]:
-    """``orders`` orders, a share of them refunded, in time order."""
+    """``orders`` orders placed over one day, a share of them refunded, in time order.
+
+    The day starts a week ago, so that every shipment scan and refund that follows an
+    order (up to about six days later) has already happened: no event is in the future.
+    """
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
-    start = start or datetime.now(UTC) - timedelta(hours=24)
+    start = start or datetime.now(UTC) - timedelta(days=7)
     step = timedelta(hours=24) / max(orders, 1)
     stream: list[CanonicalEvent] = []
     for n in range(orders):

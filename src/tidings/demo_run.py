@@ -17,6 +17,7 @@ from tidings.config import Settings
 from tidings.db.engine import create_disposable_engine
 from tidings.db.migrate import upgrade
 from tidings.db.schema import delivery_jobs, events, notifications
+from tidings.db.types import utcnow
 from tidings.delivery.sink import MailSink
 from tidings.demo import demo_events
 from tidings.runtime import Runtime, build_runtime
@@ -69,11 +70,16 @@ def run_demo(*, orders: int, seed: int, console: Console) -> int:
 
 
 def _active(runtime: Runtime) -> tuple[int, int]:
+    """All jobs, and those still to run now. A job waiting for a later time (a held
+    in-transit scan, quiet hours, a digest) is in its final state for this run."""
     with runtime.engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(delivery_jobs)).scalar() or 0
         active = (
             conn.execute(
-                select(func.count()).where(delivery_jobs.c.status.in_(("queued", "leased")))
+                select(func.count()).where(
+                    (delivery_jobs.c.status == "leased")
+                    | ((delivery_jobs.c.status == "queued") & (delivery_jobs.c.run_at <= utcnow()))
+                )
             ).scalar()
             or 0
         )
