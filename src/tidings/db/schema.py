@@ -120,6 +120,10 @@ notifications = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    Column("provider", String(64)),  # the provider that took the message
+    Column("provider_message_id", String(512)),  # its id there: how receipts find it
+    Column("delivered_at", UTCDateTime),
+    Column("acknowledged_at", UTCDateTime),  # read, opened or clicked
     UniqueConstraint("dedupe_key", name="uq_notifications_dedupe_key"),
     Index("ix_notifications_event_id", "event_id"),
     Index("ix_notifications_order_id", "order_id"),
@@ -127,6 +131,8 @@ notifications = Table(
     Index("ix_notifications_group_key", "group_key"),
     Index("ix_notifications_digest_key", "digest_key"),
     Index("ix_notifications_parent_id", "parent_id"),
+    Index("ix_notifications_provider_message_id", "provider_message_id"),
+    Index("ix_notifications_sent_at", "sent_at"),
 )
 
 delivery_jobs = Table(
@@ -274,6 +280,20 @@ shipments = Table(
     Column("rank", Integer, nullable=False),
     Column("status", String(32), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The source's own id of the parcel (a Shopify fulfillment), for scans that lack the
+    # tracking number.
+    Column("shipment_id", String(256)),
+    Index("ix_shipments_shipment_id", "shipment_id"),
+)
+
+# Which order a return belongs to, for sources whose later return events omit it.
+returns = Table(
+    "returns",
+    metadata,
+    Column("id", String(256), primary_key=True),
+    Column("order_id", String(128), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 stock_levels = Table(
@@ -320,4 +340,46 @@ timers = Table(
     Column("attempts", Integer, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_timers_due", "status", "due_at"),
+)
+
+
+# A customer's push endpoints: FCM registration tokens and Web Push subscriptions.
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("customer_id", String(128), ForeignKey("customers.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # fcm | webpush
+    Column("address", Text, nullable=False),  # the token, or the subscription JSON
+    Column("address_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("removed_at", UTCDateTime),  # the provider said it is gone, or the customer did
+    Column("removed_reason", Text),
+    UniqueConstraint("customer_id", "address_hash", name="uq_devices_customer_id"),
+)
+
+# Addresses nothing more is sent to: hard bounces, complaints; SMS STOP (non-critical).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("address", String(512), primary_key=True),
+    Column("reason", String(32), nullable=False),  # hard_bounce | complaint | stop
+    Column("detail", Text),
+    Column("source", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Every status callback a provider sent about a message, as received.
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("provider", String(64), nullable=False),
+    Column("provider_message_id", String(512)),
+    Column("notification_id", String(32)),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", Text),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_receipts_notification_id", "notification_id"),
 )
