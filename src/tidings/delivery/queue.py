@@ -257,6 +257,8 @@ def record(
                 reason=bindparam("b_reason"),
                 rendered=bindparam("b_rendered"),
                 sent_at=bindparam("b_sent_at"),
+                provider=bindparam("b_provider"),
+                provider_message_id=bindparam("b_provider_message_id"),
                 updated_at=bindparam("b_now"),
             ),
             [
@@ -266,6 +268,8 @@ def record(
                     "b_reason": o.error,
                     "b_rendered": o.rendered,
                     "b_sent_at": o.finished_at if o.outcome == "sent" else None,
+                    "b_provider": o.provider,
+                    "b_provider_message_id": o.provider_message_id,
                     "b_now": now,
                 }
                 for o in final
