@@ -272,3 +272,11 @@ def test_over_long_identity_attributes_are_refused_clearly(name: str) -> None:
     assert "512" in error.detail
     accepted = parse_structured({**refund_authorized("1"), name: "y" * 512})
     assert getattr(accepted, name) == "y" * 512
+
+
+@pytest.mark.parametrize("value", ["2026-11-21T10:00:00", "21/11/2026"])
+def test_a_data_time_without_an_offset_is_refused_at_the_door(value: str) -> None:
+    # A time without an offset names no instant; accepting it would only fail later,
+    # when the message is written in the customer's zone.
+    error = refused(refund_with(authorized_at=value))
+    assert (error.code, error.field) == ("invalid_data", "data.authorized_at")

@@ -5,12 +5,20 @@ Money is an integer amount in minor units plus an ISO 4217 currency code.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
 from babel.numbers import list_currencies
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 
 _CURRENCIES = frozenset(list_currencies())
 _TIME_ZONES = frozenset(available_timezones())
@@ -88,7 +96,7 @@ class PaymentFailed(Payment):
 
 
 class PaymentRetryScheduled(PaymentFailed):
-    next_attempt_at: datetime
+    next_attempt_at: AwareDatetime
 
 
 class Refund(OrderScoped):
@@ -102,7 +110,7 @@ class Refund(OrderScoped):
 
 
 class RefundAuthorized(Refund):
-    authorized_at: datetime | None = None
+    authorized_at: AwareDatetime | None = None
 
 
 class RefundRejected(Refund):
@@ -142,7 +150,7 @@ class ShipmentStatusChanged(Data):
     tracking_url: str | None = None
     status: ShipmentStatus
     carrier_status: str | None = None
-    occurred_at: datetime | None = None
+    occurred_at: AwareDatetime | None = None
     estimated_delivery: date | None = None
 
     @model_validator(mode="after")
@@ -181,7 +189,7 @@ class ReturnStatusChanged(OrderScoped):
     lines: list[ReturnLine] = Field(default_factory=list)
     label_url: str | None = None
     reason: str | None = None
-    occurred_at: datetime | None = None
+    occurred_at: AwareDatetime | None = None
 
 
 class MessageReceipt(Data):
@@ -189,7 +197,7 @@ class MessageReceipt(Data):
     channel: str | None = None
     provider: str | None = None
     reason: str | None = None
-    occurred_at: datetime | None = None
+    occurred_at: AwareDatetime | None = None
 
 
 class RecipientOptedOut(Data):
