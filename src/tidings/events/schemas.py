@@ -107,6 +107,7 @@ class Refund(OrderScoped):
     reason_code: str | None = None
     reason: str | None = None
     method: str | None = None
+    succeeded_at: AwareDatetime | None = None  # the refund messages print it when given
 
 
 class RefundAuthorized(Refund):
