@@ -78,6 +78,7 @@ def settings(db_url: str, smtp_server: SmtpServer, tmp_path: Path) -> Settings:
         retry_max_attempts=4,
         worker_poll_interval=0.02,
         smtp_timeout=2.0,
+        provider_cooldown_seconds=0.2,
     )
 
 

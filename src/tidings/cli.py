@@ -17,6 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from tidings.config import Settings, store_branding
+from tidings.templates.catalogue import CHANNEL_PARTS
 
 console = Console()
 IMPORT_CHUNK = 1000
@@ -171,7 +172,7 @@ def templates() -> None:
 @click.option("--locale", default="en", show_default=True)
 @click.option(
     "--channel",
-    type=click.Choice(["email", "sms", "push", "in_app"]),
+    type=click.Choice(sorted(CHANNEL_PARTS)),
     default="email",
     show_default=True,
 )

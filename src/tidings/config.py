@@ -6,10 +6,24 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_VAR_DIR = Path("var")
+KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "email": ("smtp", "postmark"),
+    "sms": ("twilio", "vonage"),
+    "push": ("fcm", "webpush"),
+}
+
+
+def provider_names(value: str) -> list[str]:
+    """A comma-separated provider list, in order, without blanks or repeats."""
+    names: list[str] = []
+    for name in (part.strip().lower() for part in value.split(",")):
+        if name and name not in names:
+            names.append(name)
+    return names
 
 
 class Settings(BaseSettings):
@@ -70,6 +84,108 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='JSON: {"shopify": "lenient", "shopify:acme.myshopify.com": "strict"}',
     )
+
+    # --- Provider receipts, the suppression list, open and click tracking --------------
+    # (delivery/receipts_api.py, delivery/tracking.py)
+    public_url: str | None = Field(
+        default=None,
+        description="Where the internet reaches this service, e.g. https://tidings.example.com "
+        "(plus any path prefix a proxy strips). Twilio signs the URL it calls, so receipts "
+        "from Twilio are refused (503) until this is set; tracked links start with it.",
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, description="Twilio Auth Token: checks X-Twilio-Signature of callbacks."
+    )
+    postmark_webhook_user: str | None = Field(
+        default=None, description="HTTP Basic user name set on the Postmark webhooks."
+    )
+    postmark_webhook_password: SecretStr | None = Field(
+        default=None, description="HTTP Basic password set on the Postmark webhooks."
+    )
+    track_opens: bool = Field(default=False, description="Add an open pixel to HTML email.")
+    track_clicks: bool = Field(
+        default=False, description="Send links in HTML email through a signed redirect."
+    )
+    tracking_secret: SecretStr | None = Field(
+        default=None, description="Key that signs tracked links (any long random string)."
+    )
+
+    @model_validator(mode="after")
+    def _check_tracking(self) -> Settings:
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+                raise ValueError(
+                    "TIDINGS_PUBLIC_URL must look like https://tidings.example.com[/prefix]"
+                )
+            self.public_url = self.public_url.rstrip("/")
+        # Fail at start, not at send time: a tracked link needs a base and a signing key.
+        if (self.track_opens or self.track_clicks) and not self.public_url:
+            raise ValueError("TIDINGS_TRACK_OPENS/TIDINGS_TRACK_CLICKS need TIDINGS_PUBLIC_URL")
+        if self.track_clicks and not self.tracking_secret:
+            raise ValueError("TIDINGS_TRACK_CLICKS needs TIDINGS_TRACKING_SECRET")
+        return self
+
+    # --- end of provider receipts and tracking ------------------------------------------
+
+    # --- Delivery providers (delivery/providers/, wired in runtime.py) -------------------
+    email_providers: str = Field(
+        default="smtp", description="Email providers, primary first: smtp, postmark."
+    )
+    sms_providers: str = Field(
+        default="", description="SMS providers, primary first: twilio, vonage. Empty: no SMS."
+    )
+    push_providers: str = Field(
+        default="", description="Push providers by device kind: fcm, webpush. Empty: no push."
+    )
+    http_timeout: float = Field(default=10.0, gt=0, description="Seconds per provider call.")
+    provider_failure_threshold: int = Field(
+        default=5, ge=1, description="Transient failures in a row that open a breaker."
+    )
+    provider_cooldown_seconds: float = Field(
+        default=30.0, gt=0, description="How long an open breaker waits before a probe."
+    )
+    provider_rate_limits: dict[str, float] = Field(
+        default_factory=dict, description='JSON, sends per second: {"twilio": 10}'
+    )
+    postmark_server_token: SecretStr | None = None
+    postmark_message_stream: str = "outbound"
+    postmark_api_url: str = "https://api.postmarkapp.com"
+    twilio_account_sid: str | None = None
+    twilio_from: str | None = Field(
+        default=None, description="Sender number (E.164) or Messaging Service SID (MG...)."
+    )
+    twilio_api_url: str = "https://api.twilio.com"
+    vonage_api_key: str | None = None
+    vonage_api_secret: SecretStr | None = None
+    vonage_from: str | None = None
+    vonage_api_url: str = "https://rest.nexmo.com"
+    sms_max_segments: int = Field(default=3, ge=1, le=10)
+    fcm_service_account_file: Path | None = Field(
+        default=None, description="Service-account JSON of the Firebase project."
+    )
+    fcm_api_url: str = "https://fcm.googleapis.com"
+    vapid_private_key: SecretStr | None = Field(
+        default=None, description="VAPID key for Web Push: PEM or base64url P-256 scalar."
+    )
+    vapid_subject: str = Field(default="mailto:support@tidings.localhost")
+    webhook_signing_secret: SecretStr | None = Field(
+        default=None, description="whsec_<base64> key that signs outbound webhooks."
+    )
+
+    @field_validator("email_providers", "sms_providers", "push_providers")
+    @classmethod
+    def _check_provider_list(cls, value: str, info: ValidationInfo) -> str:
+        known = KNOWN_PROVIDERS[str(info.field_name).removesuffix("_providers")]
+        names = provider_names(value)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown provider {', '.join(unknown)}; choose from {', '.join(known)}"
+            )
+        return ",".join(names)
+
+    # --- end of delivery providers --------------------------------------------------------
 
     def webhook_secrets(self) -> dict[str, str | None]:
         names = ("shopify", "stripe", "aftership", "easypost", "returns")

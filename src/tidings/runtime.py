@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from tidings.api.keys import KeyVerifier
-from tidings.config import Settings, store_branding
+from tidings.config import Settings, provider_names, store_branding
 from tidings.db.engine import create_db_engine
+from tidings.delivery.channels import Channel, Route
+from tidings.delivery.inbox import InboxSignal
 from tidings.delivery.providers.base import Provider
+from tidings.delivery.providers.email_postmark import PostmarkEmailProvider
 from tidings.delivery.providers.email_smtp import SmtpEmailProvider
+from tidings.delivery.providers.http import new_client
 from tidings.delivery.providers.in_app import InboxProvider
+from tidings.delivery.providers.push_fcm import FcmPushProvider
+from tidings.delivery.providers.push_webpush import WebPushProvider
+from tidings.delivery.providers.sms_twilio import TwilioSmsProvider
+from tidings.delivery.providers.sms_vonage import VonageSmsProvider
+from tidings.delivery.providers.webhook_http import SignedWebhookProvider
+from tidings.delivery.providers.webhook_slack import SlackWebhookProvider
+from tidings.delivery.receipts import REJECT_CHANNEL as RECEIPT_REJECTS_CHANNEL
+from tidings.delivery.resilience import CircuitBreaker, RateLimit
 from tidings.delivery.retry import RetryPolicy
 from tidings.delivery.sink import MailSink
+from tidings.delivery.tracking import Tracking
 from tidings.delivery.wakeup import Wakeup
 from tidings.delivery.worker import Worker, WorkerConfig
 from tidings.engine.rules import RulesError, RuleSet, load_rules
@@ -40,29 +57,109 @@ class Runtime:
     wakeup: Wakeup
     sink: MailSink | None = None
     workers: list[Worker] = field(default_factory=list)
+    # Wakes the live inbox streams served by this process when its worker writes messages.
+    inbox_signal: InboxSignal = field(default_factory=InboxSignal)
 
     def retry_policy(self) -> RetryPolicy:
         s = self.settings
         return RetryPolicy(s.retry_max_attempts, s.retry_base_seconds, s.retry_max_seconds)
 
-    def providers(self) -> dict[str, Provider]:
+    def channels(self, client: httpx.AsyncClient) -> dict[str, Channel]:
+        """Every channel this deployment can send on, its providers primary first."""
         s = self.settings
-        return {
-            "email": SmtpEmailProvider(
-                s.effective_smtp_url,
+        email = [self._email_provider(name, client) for name in provider_names(s.email_providers)]
+        channels = {
+            "email": Channel("email", [self._route(p) for p in email]),
+            "in_app": Channel("in_app", [Route(InboxProvider())]),
+            "webhook": Channel(
+                "webhook",
+                [self._route(p) for p in self._webhook_providers(client)],
+            ),
+        }
+        sms = [self._sms_provider(name, client) for name in provider_names(s.sms_providers)]
+        if sms:
+            channels["sms"] = Channel("sms", [self._route(p) for p in sms])
+        push = [self._push_provider(name, client) for name in provider_names(s.push_providers)]
+        if push:
+            channels["push"] = Channel("push", [self._route(p) for p in push])
+        return channels
+
+    def _route(self, provider: Provider) -> Route:
+        s = self.settings
+        return Route(
+            provider,
+            CircuitBreaker(s.provider_failure_threshold, s.provider_cooldown_seconds),
+            RateLimit(s.provider_rate_limits.get(provider.name, 0.0), burst=1.0),
+        )
+
+    def _email_provider(self, name: str, client: httpx.AsyncClient) -> Provider:
+        s = self.settings
+        if name == "postmark":
+            return PostmarkEmailProvider(
+                client,
+                server_token=_required(s.postmark_server_token, "POSTMARK_SERVER_TOKEN"),
                 sender=s.mail_from,
                 domain=s.message_id_domain,
-                connections=s.smtp_connections,
-                timeout=s.smtp_timeout,
-            ),
-            "in_app": InboxProvider(),
-        }
+                message_stream=s.postmark_message_stream,
+                base_url=s.postmark_api_url,
+            )
+        return SmtpEmailProvider(
+            s.effective_smtp_url,
+            sender=s.mail_from,
+            domain=s.message_id_domain,
+            connections=s.smtp_connections,
+            timeout=s.smtp_timeout,
+        )
+
+    def _sms_provider(self, name: str, client: httpx.AsyncClient) -> Provider:
+        s = self.settings
+        if name == "twilio":
+            return TwilioSmsProvider(
+                client,
+                account_sid=_required(s.twilio_account_sid, "TWILIO_ACCOUNT_SID"),
+                auth_token=_required(s.twilio_auth_token, "TWILIO_AUTH_TOKEN"),
+                sender=_required(s.twilio_from, "TWILIO_FROM"),
+                status_callback=f"{s.public_url}/api/receipts/twilio" if s.public_url else None,
+                base_url=s.twilio_api_url,
+                max_segments=s.sms_max_segments,
+            )
+        return VonageSmsProvider(
+            client,
+            api_key=_required(s.vonage_api_key, "VONAGE_API_KEY"),
+            api_secret=_required(s.vonage_api_secret, "VONAGE_API_SECRET"),
+            sender=_required(s.vonage_from, "VONAGE_FROM"),
+            base_url=s.vonage_api_url,
+            max_segments=s.sms_max_segments,
+        )
+
+    def _push_provider(self, name: str, client: httpx.AsyncClient) -> Provider:
+        s = self.settings
+        if name == "fcm":
+            path = _required(s.fcm_service_account_file, "FCM_SERVICE_ACCOUNT_FILE")
+            account = json.loads(Path(path).read_text(encoding="utf-8"))
+            return FcmPushProvider(client, service_account=account, base_url=s.fcm_api_url)
+        return WebPushProvider(
+            client,
+            vapid_private_key=_required(s.vapid_private_key, "VAPID_PRIVATE_KEY"),
+            vapid_subject=s.vapid_subject,
+        )
+
+    def _webhook_providers(self, client: httpx.AsyncClient) -> list[Provider]:
+        secret = self.settings.webhook_signing_secret
+        providers: list[Provider] = [SlackWebhookProvider(client)]
+        if secret is not None:
+            providers.append(SignedWebhookProvider(client, secret=secret.get_secret_value()))
+        return providers
 
     def new_worker(self) -> Worker:
         s = self.settings
+        client = new_client(timeout=s.http_timeout)
         worker = Worker(
             self.engine,
-            providers=self.providers(),
+            channels=self.channels(client),
+            clients=[client],
+            on_inbox=self.inbox_signal.notify,
+            tracking=Tracking.from_settings(s),
             renderer=self.renderer,
             retry=self.retry_policy(),
             config=WorkerConfig(
@@ -85,12 +182,31 @@ class Runtime:
             stored = get_reject(conn, reject_id)
         if stored is None:
             raise RejectNotFound(f"No reject with id {reject_id}. See `tidings rejects list`.")
+        if stored["channel"] == RECEIPT_REJECTS_CHANNEL:
+            # Replaying would accept a receipt whose signature never checked out.
+            raise RejectNotFound(
+                f"Reject {reject_id} is a provider receipt; it cannot be replayed from here. "
+                "Fix the provider's credentials: Twilio and Postmark send failed callbacks again."
+            )
         if stored["channel"] in self.webhooks.adapters:
             return self.webhooks.replay(stored, actor=actor)
         return [self.intake.replay(reject_id, actor=actor)]
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _required(value: SecretStr | str | Path | None, name: str) -> str:
+    """A provider named in the settings needs its credentials: say which one is missing."""
+    if value is None or value == "":
+        raise ConfigError(f"TIDINGS_{name} must be set for the configured provider")
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
+class ConfigError(ValueError):
+    """Settings that name a provider without what it needs."""
 
 
 def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtime:

@@ -93,8 +93,7 @@ def test_smtp_outage_messages_wait_then_arrive_once(
         for _ in range(20):
             await worker.run_once()
             await asyncio.sleep(0.03)
-        for provider in worker.providers.values():
-            await provider.close()
+        await worker.close()
 
     asyncio.run(during_outage())
     assert smtp_server.messages() == []

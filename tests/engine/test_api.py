@@ -6,7 +6,7 @@ import json
 
 from fastapi.testclient import TestClient
 
-from tests.support.events import CAMILLE, cloudevent, order_placed, refund_authorized
+from tests.support.events import CAMILLE, JORDAN, cloudevent, order_placed, refund_authorized
 from tidings.runtime import Runtime
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
@@ -55,7 +55,8 @@ def test_bad_preferences_are_clear_problems(client: TestClient) -> None:
     url = f"/api/customers/{CAMILLE['id']}/preferences"
     for body, field in (
         ({"opted_out": ["gossip"]}, "opted_out"),
-        ({"phone": "06 12 34 56 78"}, "body.phone"),
+        ({"phone": "06 12 34 56 78"}, "phone"),  # locale "fr" names no country
+        ({"email": "camille@"}, "email"),
         ({"quiet_hours": "late"}, "body.quiet_hours"),
         ({"time_zone": "Paris"}, "body.time_zone"),
         ({"channels": {"fax": True}}, "body.channels.fax.[key]"),
@@ -65,6 +66,48 @@ def test_bad_preferences_are_clear_problems(client: TestClient) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["field"] == field
     assert client.get("/api/customers/nobody/preferences").status_code == 404
+
+
+def test_addresses_are_stored_normalized(client: TestClient) -> None:
+    post(client, order_placed("1042", CAMILLE))
+    post(client, order_placed("2001", JORDAN))
+    camille = f"/api/customers/{CAMILLE['id']}/preferences"
+    jordan = f"/api/customers/{JORDAN['id']}/preferences"
+
+    changed = client.put(
+        camille, json={"email": " Camille.D@EXAMPLE.FR ", "phone": "+33 6 98 76 54 32"}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["email"] == "Camille.D@example.fr"
+    assert changed.json()["phone"] == "+33698765432"
+
+    # A national number is read in the country the locale names, also one set alongside.
+    national = client.put(camille, json={"locale": "fr-FR", "phone": "06 12 34 56 78"})
+    assert national.status_code == 200, national.text
+    assert national.json()["phone"] == "+33612345678"
+    us = client.put(jordan, json={"phone": "(415) 555-2671"})  # profile locale en-US
+    assert us.json()["phone"] == "+14155552671"
+    assert client.get(jordan).json()["phone"] == "+14155552671"
+
+
+def test_invalid_addresses_say_what_to_send_and_change_nothing(client: TestClient) -> None:
+    post(client, order_placed("1042", CAMILLE))
+    url = f"/api/customers/{CAMILLE['id']}/preferences"
+    before = client.get(url).json()
+    for body, code, field in (
+        ({"phone": "+33 1 23"}, "invalid_phone", "phone"),
+        ({"phone": "call me", "locale": "fr-FR"}, "invalid_phone", "phone"),
+        ({"phone": "+999 123456789"}, "invalid_phone", "phone"),
+        ({"email": "camille at example.fr"}, "invalid_email", "email"),
+        ({"email": "camille@localhost", "quiet_hours": "off"}, "invalid_email", "email"),
+    ):
+        response = client.put(url, json=body)
+        assert response.status_code == 422, body
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert (problem["code"], problem["field"]) == (code, field), body
+        assert "send" in problem["detail"].lower(), problem
+    assert client.get(url).json() == before
 
 
 def test_opted_out_customer_still_gets_refunds_and_the_timeline_says_why(

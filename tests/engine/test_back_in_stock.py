@@ -1,5 +1,6 @@
-"""Back in stock: waves never larger than a multiple of the units left, none once stock is
-gone, each subscription told once; backorder notices reach customers with open orders."""
+"""Back in stock: all told in one restock stay within a multiple of the units available,
+none once stock is gone, a later restock carries on, each subscription told once;
+backorder notices reach customers with open orders."""
 
 from __future__ import annotations
 
@@ -75,25 +76,89 @@ def subscribers(engine: Engine) -> list[str]:
     return ids
 
 
+def waiting(engine: Engine) -> int:
+    with engine.connect() as conn:
+        count = conn.execute(
+            select(func.count()).where(stock_subscriptions.c.notified_at.is_(None))
+        ).scalar()
+    return int(count or 0)
+
+
+def told_per_customer(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(notifications.c.customer_id, func.count())
+            .where(notifications.c.kind == "back_in_stock", notifications.c.channel == "email")
+            .group_by(notifications.c.customer_id)
+        ).all()
+    return {str(customer_id): int(count) for customer_id, count in rows}
+
+
 def test_waves_never_exceed_the_multiple_and_stop_when_stock_is_gone(
     engine: Engine, subscribers: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    interval = RULES.policy.back_in_stock_wave_interval + timedelta(minutes=1)
+    multiple = RULES.policy.back_in_stock_wave_multiple
     feed(engine, [level(-2, 1)], NOON)  # oversold: backordered
     feed(engine, [level(5, 2)], NOON)  # restocked: back in stock, first wave due now
-    assert run_timers(engine, monkeypatch, NOON) == 1
-    multiple = RULES.policy.back_in_stock_wave_multiple
+    now = NOON
+    for _ in range(6):  # stock stays at 5 for three hours of wave intervals
+        run_timers(engine, monkeypatch, now)
+        now += interval
     first = back_in_stock_told(engine)
     assert 0 < first <= multiple * 5
 
-    feed(engine, [level(0, 3)], NOON + timedelta(minutes=5))  # sold out again
-    later = NOON + RULES.policy.back_in_stock_wave_interval + timedelta(minutes=1)
-    assert run_timers(engine, monkeypatch, later) == 1  # the next wave runs, and stops
+    feed(engine, [level(0, 3)], now)  # sold out again
+    for _ in range(4):
+        now += interval
+        run_timers(engine, monkeypatch, now)
     assert back_in_stock_told(engine) == first
-    with engine.connect() as conn:
-        waiting = conn.execute(
-            select(func.count()).where(stock_subscriptions.c.notified_at.is_(None))
-        ).scalar()
-    assert waiting == 100 - first
+    assert waiting(engine) == 100 - first
+
+    feed(engine, [level(50, 4)], now)  # a restock: the rest are told, nobody twice
+    for _ in range(4):
+        run_timers(engine, monkeypatch, now)
+        now += interval
+    assert waiting(engine) == 0
+    assert told_per_customer(engine) == dict.fromkeys(subscribers, 1)
+
+
+def test_more_stock_during_a_restock_tells_more_after_the_interval(
+    engine: Engine, subscribers: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interval = RULES.policy.back_in_stock_wave_interval
+    feed(engine, [level(-1, 1), level(5, 2)], NOON)
+    run_timers(engine, monkeypatch, NOON)
+    assert back_in_stock_told(engine) == 10
+
+    feed(engine, [level(8, 3)], NOON + timedelta(minutes=5))  # 3 more units arrive
+    assert run_timers(engine, monkeypatch, NOON + timedelta(minutes=6)) == 0  # not yet
+    run_timers(engine, monkeypatch, NOON + interval)
+    assert back_in_stock_told(engine) == 16  # 2 x 8 over the whole restock, not 10 + 16
+
+    feed(engine, [level(6, 4)], NOON + interval + timedelta(minutes=1))  # sales
+    feed(engine, [level(7, 5)], NOON + interval + timedelta(minutes=2))  # still under 16
+    assert run_timers(engine, monkeypatch, NOON + 3 * interval) == 0
+    assert back_in_stock_told(engine) == 16
+
+
+def test_a_source_saying_back_in_stock_again_does_not_reset_the_budget(
+    engine: Engine, subscribers: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed(engine, [level(-1, 1), level(5, 2)], NOON)
+    run_timers(engine, monkeypatch, NOON)
+    again = CanonicalEvent(
+        "https://wms.example.com",
+        "said-back",
+        "inventory.back_in_stock",
+        None,
+        None,
+        {"sku": SKU, "location": "lyon-1", "available": 5},
+    )
+    later = NOON + RULES.policy.back_in_stock_wave_interval * 2
+    feed(engine, [again], later)
+    run_timers(engine, monkeypatch, later)
+    assert back_in_stock_told(engine) == 10
 
 
 def test_each_subscription_is_told_once_across_restocks(
@@ -107,14 +172,7 @@ def test_each_subscription_is_told_once_across_restocks(
         now += RULES.policy.back_in_stock_wave_interval + timedelta(minutes=1)
         run_timers(engine, monkeypatch, now)
         feed(engine, [level(-1, 10 * cycle + 1)], now)
-    with engine.connect() as conn:
-        per_customer = conn.execute(
-            select(notifications.c.customer_id, func.count())
-            .where(notifications.c.kind == "back_in_stock", notifications.c.channel == "email")
-            .group_by(notifications.c.customer_id)
-        ).all()
-    assert len(per_customer) == 100
-    assert {count for _, count in per_customer} == {1}
+    assert told_per_customer(engine) == dict.fromkeys(subscribers, 1)
 
 
 def test_wholesale_customers_are_excluded_by_segment(

@@ -33,7 +33,6 @@ def drain(runtime: Runtime, *, timeout: float = 20.0) -> None:
                     await asyncio.sleep(0.02)
             raise AssertionError(f"{active_jobs(runtime)} jobs still active after {timeout}s")
         finally:
-            for provider in worker.providers.values():
-                await provider.close()
+            await worker.close()
 
     asyncio.run(run())

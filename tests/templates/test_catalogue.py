@@ -78,7 +78,7 @@ def test_one_catalogue_feeds_every_channel_with_defaults(
     # A catalogue does not serve channels it knows nothing about.
     store = TemplateStore(override_dir=overrides)
     assert store.locales_for("probe", "sms") == ["en"]
-    assert store.locales_for("probe", "webhook") == []
+    assert store.locales_for("probe", "fax") == []
     assert "probe" in store.kinds()
 
 

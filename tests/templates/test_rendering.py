@@ -63,10 +63,10 @@ def test_store_lists_builtin_templates() -> None:
     store = TemplateStore()
     assert KIND in store.kinds()
     assert "_layouts" not in store.kinds()
-    # One catalogue per locale serves all four channels, and nothing else.
-    for channel in ("email", "sms", "push", "in_app"):
+    # One catalogue per locale serves every channel, and nothing else.
+    for channel in ("email", "sms", "push", "in_app", "webhook"):
         assert store.locales_for(KIND, channel) == ["de", "en", "es", "fr"]
-    assert store.locales_for(KIND, "webhook") == []
+    assert store.locales_for(KIND, "fax") == []
     assert store.parts(KIND, "email", "fr") == {}  # no per-part files left
     catalogue = store.catalogue(KIND, "fr")
     assert catalogue is not None

@@ -14,6 +14,9 @@ from tidings import __version__
 from tidings.api import health
 from tidings.api.problems import ApiProblem, handle_api_problem, handle_http, handle_validation
 from tidings.delivery import api as delivery_api
+from tidings.delivery import receipts_api, tracking
+from tidings.delivery.devices_api import router as devices_router
+from tidings.delivery.metrics_api import router as metrics_router
 from tidings.engine import api as engine_api
 from tidings.engine import timeline
 from tidings.intake import api as intake_api
@@ -39,6 +42,10 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     app.include_router(intake_api.router)
     app.include_router(webhook_api.router)
     app.include_router(delivery_api.router)
+    app.include_router(devices_router)
+    app.include_router(metrics_router)
+    app.include_router(receipts_api.router)
+    app.include_router(tracking.router)
     app.include_router(engine_api.router)
     app.include_router(timeline.router)
     app.include_router(dashboard.router)

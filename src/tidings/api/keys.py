@@ -34,6 +34,7 @@ SCOPES = {
     "dlq:read": "list dead letters",
     "dlq:write": "replay dead letters",
     "audit:read": "read and verify the audit log",
+    "metrics:read": "read delivery metrics",
     "admin": "everything",
 }
 

@@ -20,13 +20,19 @@ from tidings.db.schema import (
     customers,
     delivery_attempts,
     delivery_jobs,
+    devices,
     events,
     inbox_messages,
     notifications,
     orders,
+    suppressions,
 )
+from tidings.delivery.devices import remove_device
+from tidings.delivery.suppressions import normalize_address
 
 ACTIVE = ("queued", "leased")
+# What receipts move a sent notification to; the worker's own outcome never undoes them.
+AFTER_SENT = ("delivered", "acknowledged", "bounced", "complained", "failed")
 DIGEST_KIND = "inventory_digest"
 
 
@@ -46,12 +52,18 @@ class ClaimedJob:
     order: dict[str, Any]
     event: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    priority: str = "transactional"
+    # Why this message must not go out after all (a suppressed address, an escalation
+    # whose first message was read), found when it was claimed.
+    blocked: str | None = None
+    # Push: the customer's active devices, as (kind, address).
+    devices: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
     job: ClaimedJob
-    outcome: str  # sent | retry | dead
+    outcome: str  # sent | retry | dead | suppressed
     started_at: datetime
     finished_at: datetime
     provider: str | None = None
@@ -60,6 +72,8 @@ class JobOutcome:
     provider_message_id: str | None = None
     rendered: dict[str, Any] | None = None
     inbox: dict[str, Any] | None = field(default=None)
+    # Push devices the provider said are gone: (customer id, address, reason).
+    dead_devices: tuple[tuple[str, str, str], ...] = ()
 
 
 def claim(
@@ -96,6 +110,8 @@ def claim(
             notifications.c.channel,
             notifications.c.kind,
             notifications.c.category,
+            notifications.c.priority,
+            notifications.c.parent_id,
             notifications.c.recipient,
             notifications.c.locale,
             notifications.c.time_zone,
@@ -154,8 +170,11 @@ def claim(
                     "data": data,
                 },
                 extra=dict(row.extra or {}),
+                priority=row.priority,
+                blocked=None,
             )
         )
+    jobs = _with_blocks_and_devices(conn, jobs, [row.parent_id for row in rows])
     digests = [job.notification_id for job in jobs if job.kind == DIGEST_KIND]
     if digests:
         items = _digest_items(conn, digests)
@@ -166,6 +185,81 @@ def claim(
             for job in jobs
         ]
     return jobs
+
+
+def _with_blocks_and_devices(
+    conn: Connection, jobs: list[ClaimedJob], parents: list[str | None]
+) -> list[ClaimedJob]:
+    """What the batch needs to know beyond its rows, in three set-based look-ups: which
+    addresses are on the suppression list, which escalations were answered, and the
+    active devices of the customers that get push."""
+    # Stored and looked up in one form: a bounce blocks the address however it is written.
+    addresses = {
+        (job.channel, normalize_address(job.channel, job.recipient))
+        for job in jobs
+        if job.recipient
+    }
+    blocked: dict[tuple[str, str], tuple[str, str | None]] = {}
+    if addresses:
+        listed = conn.execute(
+            select(
+                suppressions.c.channel,
+                suppressions.c.address,
+                suppressions.c.reason,
+                suppressions.c.detail,
+            ).where(
+                suppressions.c.address.in_([address for _, address in addresses]),
+                suppressions.c.channel.in_({channel for channel, _ in addresses}),
+            )
+        ).all()
+        blocked = {(row.channel, row.address): (row.reason, row.detail) for row in listed}
+    answered: dict[str, str] = {}
+    wanted = [parent for parent in parents if parent]
+    if wanted:
+        read = conn.execute(
+            select(notifications.c.id, notifications.c.channel).where(
+                notifications.c.id.in_(wanted),
+                notifications.c.status == "acknowledged",
+            )
+        ).all()
+        answered = {row.id: row.channel for row in read}
+    push_customers = {job.customer["id"] for job in jobs if job.channel == "push"}
+    devices_of: dict[str, list[tuple[str, str]]] = {}
+    if push_customers:
+        active = conn.execute(
+            select(devices.c.customer_id, devices.c.kind, devices.c.address)
+            .where(devices.c.customer_id.in_(push_customers), devices.c.removed_at.is_(None))
+            .order_by(devices.c.created_at)
+        ).all()
+        for row in active:
+            devices_of.setdefault(row.customer_id, []).append((row.kind, row.address))
+    result = []
+    for job, parent in zip(jobs, parents, strict=True):
+        reason = None
+        if parent in answered:
+            reason = f"the customer already read the {answered[parent]} message"
+        elif (
+            found := blocked.get((job.channel, normalize_address(job.channel, job.recipient or "")))
+        ) is not None:
+            reason = _suppression_reason(job.channel, *found)
+        result.append(
+            replace(
+                job,
+                blocked=reason,
+                devices=tuple(devices_of.get(job.customer["id"] or "", ())),
+            )
+        )
+    return result
+
+
+def _suppression_reason(channel: str, reason: str, detail: str | None) -> str:
+    said = {
+        "hard_bounce": "the address bounced",
+        "complaint": "the recipient marked our mail as spam",
+        "stop": "the number replied STOP",
+    }.get(reason, reason)
+    text = f"{channel} address is on the suppression list: {said}"
+    return f"{text} ({detail})" if detail else text
 
 
 def _digest_items(conn: Connection, parents: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -203,7 +297,9 @@ def record(
         return 0
     job_updates = []
     for o in outcomes:
-        status = {"sent": "sent", "retry": "queued", "dead": "dead"}[o.outcome]
+        status = {"sent": "sent", "retry": "queued", "dead": "dead", "suppressed": "suppressed"}[
+            o.outcome
+        ]
         job_updates.append(
             {
                 "b_id": o.job.job_id,
@@ -238,7 +334,12 @@ def record(
                 "attempt": o.job.attempt,
                 "worker_id": worker_id,
                 "provider": o.provider,
-                "outcome": {"sent": "sent", "retry": "transient", "dead": "failed"}[o.outcome],
+                "outcome": {
+                    "sent": "sent",
+                    "retry": "transient",
+                    "dead": "failed",
+                    "suppressed": "suppressed",
+                }[o.outcome],
                 "error": o.error,
                 "provider_message_id": o.provider_message_id,
                 "started_at": o.started_at,
@@ -247,11 +348,16 @@ def record(
             for o in outcomes
         ],
     )
-    final = [o for o in outcomes if o.outcome in ("sent", "dead")]
+    final = [o for o in outcomes if o.outcome in ("sent", "dead", "suppressed")]
     if final:
         conn.execute(
             update(notifications)
-            .where(notifications.c.id == bindparam("b_id"))
+            # A provider's receipt can arrive before this commit; its news stays.
+            .where(
+                notifications.c.id == bindparam("b_id"),
+                # Not NOT IN: an expanding list cannot be bound once per row of executemany.
+                *(notifications.c.status != status for status in AFTER_SENT),
+            )
             .values(
                 status=bindparam("b_status"),
                 reason=bindparam("b_reason"),
@@ -275,6 +381,9 @@ def record(
                 for o in final
             ],
         )
+    gone = [device for o in outcomes for device in o.dead_devices]
+    for customer_id, address, reason in gone:
+        remove_device(conn, customer_id=customer_id, address=address, reason=reason, now=now)
     inbox = [o.inbox for o in outcomes if o.inbox is not None and o.outcome == "sent"]
     if inbox:
         conn.execute(upsert(conn, inbox_messages).on_conflict_do_nothing(), inbox)

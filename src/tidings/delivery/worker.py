@@ -8,11 +8,13 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -21,10 +23,12 @@ from tidings.db.ids import new_id
 from tidings.db.schema import workers
 from tidings.db.types import utcnow
 from tidings.delivery import queue
-from tidings.delivery.providers.base import OutboundMessage, Provider, SendError
+from tidings.delivery.channels import Channel, Sent
+from tidings.delivery.providers.base import InvalidRecipientError, OutboundMessage, SendError
 from tidings.delivery.retry import GiveUp, RetryPolicy
+from tidings.delivery.tracking import Tracking, rewrite_html
 from tidings.delivery.wakeup import Wakeup
-from tidings.templates.rendering import Renderer, RenderError
+from tidings.templates.rendering import RenderedMessage, Renderer, RenderError
 from tidings.templates.store import TemplateNotFound
 
 log = logging.getLogger(__name__)
@@ -46,15 +50,22 @@ class Worker:
         self,
         engine: Engine,
         *,
-        providers: Mapping[str, Provider],
+        channels: Mapping[str, Channel],
         renderer: Renderer,
         retry: RetryPolicy,
         config: WorkerConfig,
         wakeup: Wakeup | None = None,
         on_tick: Callable[[], int] | None = None,
+        clients: Sequence[httpx.AsyncClient] = (),
+        on_inbox: Callable[[list[str]], None] | None = None,
+        tracking: Tracking | None = None,
     ) -> None:
         self.engine = engine
-        self.providers = providers
+        self.channels = channels
+        self._clients = list(clients)
+        # Told which customers got in-app messages, once they are committed.
+        self.on_inbox = on_inbox
+        self.tracking = tracking
         self.renderer = renderer
         self.retry = retry
         self.config = config
@@ -86,9 +97,16 @@ class Worker:
                     await self.wakeup.wait(self.config.poll_interval)
         finally:
             beat.cancel()
-            for provider in self.providers.values():
-                await provider.close()
+            await self.close()
             await asyncio.to_thread(self._heartbeat, stopped=True)
+
+    async def close(self) -> None:
+        """Release the providers' connections and the shared HTTP client."""
+        for channel in self.channels.values():
+            await channel.close()
+        for client in self._clients:
+            await client.aclose()
+        self._clients.clear()
 
     async def run_once(self) -> int:
         """Claim and process one batch; returns how many jobs (and timers) it handled."""
@@ -98,6 +116,10 @@ class Worker:
             return ticked
         outcomes = await asyncio.gather(*(self._deliver(job) for job in jobs))
         await asyncio.to_thread(self._record, outcomes)
+        if self.on_inbox is not None:
+            written = [o.inbox["customer_id"] for o in outcomes if o.inbox and o.outcome == "sent"]
+            if written:
+                self.on_inbox(written)
         return len(jobs) + ticked
 
     def _claim(self) -> list[queue.ClaimedJob]:
@@ -126,15 +148,22 @@ class Worker:
 
     async def _deliver(self, job: queue.ClaimedJob) -> queue.JobOutcome:
         started = utcnow()
-        provider = self.providers.get(job.channel)
-        if provider is None:
-            return self._failed(job, started, None, f"no provider for channel {job.channel}", True)
+        if job.blocked is not None:
+            return queue.JobOutcome(job, "suppressed", started, utcnow(), error=job.blocked)
+        channel = self.channels.get(job.channel)
+        if channel is None:
+            return self._failed(
+                job, started, None, f"no provider is configured for {job.channel}", True
+            )
         try:
             rendered = self.renderer.render(
                 job.kind, job.channel, job.locale, job.time_zone, self._context(job)
             )
         except (RenderError, TemplateNotFound) as exc:
-            return self._failed(job, started, provider.name, str(exc), True)
+            return self._failed(job, started, None, str(exc), True)
+        if self.tracking is not None and "html" in rendered.parts:
+            html = rewrite_html(rendered.parts["html"], job.notification_id, tracking=self.tracking)
+            rendered = replace(rendered, parts={**rendered.parts, "html": html})
         message = OutboundMessage(
             notification_id=job.notification_id,
             channel=job.channel,
@@ -142,26 +171,88 @@ class Worker:
             address=job.recipient or "",
             customer_id=job.customer.get("id"),
             rendered=rendered,
+            priority=job.priority,
         )
+        if job.channel == "push":
+            return await self._push(job, channel, message, started)
         try:
-            receipt = await provider.send(message)
+            sent = await channel.send(message, via=_webhook_provider(job))
         except SendError as exc:
             return self._failed(
-                job, started, provider.name, str(exc), exc.permanent, exc.retry_after
+                job, started, exc.provider, str(exc), exc.permanent, exc.retry_after
             )
+        if sent.passed_over:
+            log.info(
+                "notification %s went by %s after %s",
+                job.notification_id,
+                sent.provider,
+                ", ".join(sent.passed_over),
+            )
+        return self._sent(job, started, sent, rendered)
+
+    async def _push(
+        self,
+        job: queue.ClaimedJob,
+        channel: Channel,
+        message: OutboundMessage,
+        started: datetime,
+    ) -> queue.JobOutcome:
+        """A push goes to every active device of the customer. It is sent when one device
+        took it; a device its service says is gone is removed; if no device could take it
+        for a passing reason, it is tried again later."""
+        if not job.devices:
+            return self._failed(job, started, None, "the customer has no active device", True)
+        results = await asyncio.gather(
+            *(
+                channel.send(replace(message, address=address), via=kind)
+                for kind, address in job.devices
+            ),
+            return_exceptions=True,
+        )
+        sent = [r for r in results if isinstance(r, Sent)]
+        errors = [r for r in results if isinstance(r, SendError)]
+        unexpected = [r for r in results if isinstance(r, BaseException) and r not in errors]
+        if unexpected:
+            raise unexpected[0]
+        gone = tuple(
+            (str(job.customer.get("id")), address, str(result))
+            for (_, address), result in zip(job.devices, results, strict=True)
+            if isinstance(result, InvalidRecipientError)
+        )
+        if sent:
+            return replace(self._sent(job, started, sent[0], message.rendered), dead_devices=gone)
+        transient = [e for e in errors if not e.permanent]
+        error = "; ".join(str(e) for e in errors)
+        outcome = self._failed(
+            job,
+            started,
+            errors[0].provider if errors else None,
+            error,
+            not transient,
+            min((e.retry_after or 0.0 for e in transient), default=None),
+        )
+        return replace(outcome, dead_devices=gone)
+
+    def _sent(
+        self,
+        job: queue.ClaimedJob,
+        started: datetime,
+        sent: Sent,
+        rendered: RenderedMessage,
+    ) -> queue.JobOutcome:
         return queue.JobOutcome(
             job=job,
             outcome="sent",
             started_at=started,
             finished_at=utcnow(),
-            provider=provider.name,
-            provider_message_id=receipt.provider_message_id,
+            provider=sent.provider,
+            provider_message_id=sent.receipt.provider_message_id,
             rendered={
                 "locale": rendered.locale,
                 "version": rendered.version,
                 "parts": rendered.parts,
             },
-            inbox=receipt.inbox,
+            inbox=sent.receipt.inbox,
         )
 
     def _failed(
@@ -234,3 +325,15 @@ class Worker:
                     .where(workers.c.id == self.id)
                     .values(heartbeat_at=now, stopped_at=now if stopped else None)
                 )
+
+
+SLACK_HOSTS = frozenset({"hooks.slack.com"})
+
+
+def _webhook_provider(job: queue.ClaimedJob) -> str | None:
+    """A webhook address picks its provider: Slack's incoming hooks speak their own format;
+    every other URL gets the signed JSON post."""
+    if job.channel != "webhook":
+        return None
+    host = urlsplit(job.recipient or "").hostname or ""
+    return "slack" if host in SLACK_HOSTS else "webhook"

@@ -15,7 +15,7 @@ from tidings.api.problems import ApiProblem
 from tidings.audit.chain import AuditEntry, append
 from tidings.db.engine import read_transaction
 from tidings.db.types import utcnow
-from tidings.engine import repository
+from tidings.engine import addresses, repository
 from tidings.engine.policy import DailyWindow
 from tidings.engine.rules import CHANNELS, RuleSet
 from tidings.engine.scheduled import subscribe
@@ -38,8 +38,14 @@ class PreferencesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     locale: Locale | None = None
     time_zone: TimeZone | None = None
-    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)
-    phone: str | None = Field(default=None, pattern=r"^\+[1-9]\d{1,14}$", description="E.164")
+    # Checked and normalized in the route (engine.addresses), so that errors carry the
+    # stable codes invalid_email / invalid_phone.
+    email: str | None = Field(default=None, description="Stored normalized.")
+    phone: str | None = Field(
+        default=None,
+        description="E.164 (+33612345678); a national number is read in the country of the "
+        "customer's locale (fr-FR: France). Stored as E.164.",
+    )
     channels: dict[Channel, bool] | None = Field(
         default=None, description='Turn channels on or off, e.g. {"sms": false}.'
     )
@@ -130,11 +136,18 @@ def put_preferences(
     changes = body.model_dump(exclude_unset=True, mode="json")
     if changes.get("quiet_hours") == "off":
         changes["quiet_hours"] = None  # stored as "none", distinct from "store default"
+    try:
+        if changes.get("email") is not None:
+            changes["email"] = addresses.normalize_email(changes["email"])
+    except addresses.AddressError as exc:
+        raise ApiProblem(422, exc.code, exc.detail, field=exc.field) from exc
     now = utcnow()
     with runtime.engine.begin() as conn:
         customer = repository.get_customer(conn, customer_id)
         if customer is None:
             raise ApiProblem(404, "customer_not_found", f"No customer with id {customer_id}.")
+        if changes.get("phone") is not None:
+            changes["phone"] = _phone(changes["phone"], changes, customer)
         merged = {**(customer["preferences"] or {}), **changes}
         repository.set_preferences(conn, customer_id, merged, now)
         append(
@@ -144,6 +157,17 @@ def put_preferences(
         )
         customer = {**customer, "preferences": merged}
     return _view(customer, runtime.rules)
+
+
+def _phone(phone: str, changes: dict[str, Any], customer: dict[str, Any]) -> str:
+    """E.164; a number written the national way is read in the customer's country."""
+    locale = (
+        changes.get("locale") or (customer["preferences"] or {}).get("locale") or customer["locale"]
+    )
+    try:
+        return addresses.normalize_phone(phone, region=addresses.region_from_locale(locale))
+    except addresses.AddressError as exc:
+        raise ApiProblem(422, exc.code, exc.detail, field=exc.field) from exc
 
 
 class SubscriptionIn(BaseModel):

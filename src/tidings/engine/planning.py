@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from tidings.engine import policy
@@ -23,6 +23,9 @@ SCHEDULED = "scheduled"
 HELD = "held"
 SUPPRESSED = "suppressed"
 WAITING = frozenset({QUEUED, SCHEDULED, HELD})
+# Between routing and timing only: a later channel of an escalation ("step:first").
+ESCALATION = "escalation"
+Gate = tuple[str, str | None]
 BUDGET_REASON = "the per-order contact budget for today is used up"
 
 
@@ -54,6 +57,8 @@ class PlannedNotification:
     group_key: str | None = None
     digest: bool = False
     extra: Mapping[str, Any] | None = None
+    # Escalation: the dedupe key of the first message; this one goes only if it is unread.
+    parent_key: str | None = None
 
 
 def key(*parts: object) -> str:
@@ -103,8 +108,9 @@ def plan(
     facts: Facts,
 ) -> list[PlannedNotification]:
     """Every matching rule yields, per recipient and channel, one notification: queued,
-    scheduled (quiet hours, a sending window), held (a hold or a digest), or suppressed
-    with the reason. ``recipients`` of ``[None]`` means nobody could be found."""
+    scheduled (quiet hours, a sending window), held (a hold, a digest, an escalation), or
+    suppressed with the reason. ``recipients`` of ``[None]`` means nobody could be found.
+    A rule ``to`` stakeholders speaks to them instead of the customer."""
     matching = rules.for_type(event.type)
     if not matching:
         return []
@@ -116,18 +122,18 @@ def plan(
             reached_status=reached_status,
             status=str(event.data.get("status")),
         )
-    identity = business_identity(event)
     planned: list[PlannedNotification] = []
     for recipient in recipients:
         context = condition_context(event, recipient, facts.order)
         budget_left = _budget_left(rules, facts, recipient)
         for rule in matching:
-            if not rule.matches(context):
+            if rule.to or not rule.matches(context):
                 continue
             gates = {
                 channel: _gate(rule, channel, recipient, shipment_verdict)
                 for channel in rule.channels
             }
+            gates = _route(rule, gates)
             # One message counts once against the budget, whatever the number of channels,
             # and only if it would really go out.
             if not rule.critical and budget_left is not None:
@@ -138,35 +144,96 @@ def plan(
                             for channel, gate in gates.items()
                         }
                     budget_left -= 1
-            for channel, (status, reason) in gates.items():
-                timing = policy.Timing(facts.now)
-                digest = False
-                if status == QUEUED and recipient is not None:
-                    digest = rule.digest and rule.category in recipient.digest_categories
-                    timing = _timing(rule, channel, recipient, rules.policy, facts.now, digest)
-                    if timing.at > facts.now:
-                        status = HELD if (digest or rule.hold) else SCHEDULED
-                        reason = timing.reason
-                who = recipient.customer_id if recipient else None
-                planned.append(
-                    PlannedNotification(
-                        rule=rule,
-                        channel=channel,
-                        recipient=recipient,
-                        address=recipient.address_for(channel) if recipient else None,
-                        status=status,
-                        reason=reason,
-                        dedupe_key=key(rule.id, channel, who, *identity),
-                        run_at=timing.at,
-                        group_key=(
-                            key(rule.group, shipment_key(event.data), who, channel)[:64]
-                            if rule.group
-                            else None
-                        ),
-                        digest=digest,
-                        extra=facts.extra.get(who or ""),
-                    )
+            planned += _notifications(event, rule, recipient, gates, rules.policy, facts)
+    for rule in matching:
+        for name in rule.to:
+            stakeholder = rules.stakeholders[name]
+            if not rule.matches(condition_context(event, stakeholder, facts.order)):
+                continue
+            gates = {
+                channel: _gate(rule, channel, stakeholder, shipment_verdict)
+                for channel in rule.channels
+            }
+            planned += _notifications(
+                event, rule, stakeholder, _route(rule, gates), rules.policy, facts
+            )
+    return planned
+
+
+def _route(rule: Rule, gates: dict[str, tuple[str, str | None]]) -> dict[str, Gate]:
+    """Apply the rule's routing to the channels that could carry the message."""
+    if rule.routing == "all":
+        return dict(gates)
+    usable = [channel for channel in rule.channels if gates[channel][0] == QUEUED]
+    if not usable:
+        return dict(gates)
+    first = usable[0]
+    routed: dict[str, Gate] = {}
+    for channel, gate in gates.items():
+        if channel == first or gate[0] != QUEUED:
+            routed[channel] = gate
+        elif rule.routing == "first_available":
+            routed[channel] = (SUPPRESSED, f"sent by {first}, the first channel that reaches them")
+        else:
+            step = usable.index(channel)
+            routed[channel] = (ESCALATION, f"{step}:{first}")
+    return routed
+
+
+def _notifications(
+    event: CanonicalEvent,
+    rule: Rule,
+    recipient: Recipient | None,
+    gates: Mapping[str, Gate],
+    store: Policy,
+    facts: Facts,
+) -> list[PlannedNotification]:
+    identity = business_identity(event)
+    who = recipient.customer_id if recipient else None
+    planned = []
+    for channel, (status, reason) in gates.items():
+        timing = policy.Timing(facts.now)
+        digest = False
+        parent_key = None
+        if status in (QUEUED, ESCALATION) and recipient is not None:
+            staff = recipient.is_stakeholder
+            digest = not staff and rule.digest and rule.category in recipient.digest_categories
+            timing = _timing(rule, channel, recipient, store, facts.now, digest, staff=staff)
+            if status == ESCALATION:
+                step, first = str(reason).split(":", 1)
+                # The rules parser pairs routing: escalate with escalate_after.
+                wait = facts.now + (rule.escalate_after or timedelta(0)) * int(step)
+                local = wait.astimezone(policy.zone(recipient.time_zone))
+                timing = policy.Timing(
+                    max(timing.at, wait),
+                    f"sent if the {first} message is not read by {local:%Y-%m-%d %H:%M}",
                 )
+                parent_key = key(rule.id, first, who, *identity)
+                status = HELD
+                reason = timing.reason
+            elif timing.at > facts.now:
+                status = HELD if (digest or rule.hold) else SCHEDULED
+                reason = timing.reason
+        planned.append(
+            PlannedNotification(
+                rule=rule,
+                channel=channel,
+                recipient=recipient,
+                address=recipient.address_for(channel) if recipient else None,
+                status=status,
+                reason=reason,
+                dedupe_key=key(rule.id, channel, who, *identity),
+                run_at=timing.at,
+                group_key=(
+                    key(rule.group, shipment_key(event.data), who, channel)[:64]
+                    if rule.group
+                    else None
+                ),
+                digest=digest,
+                extra=facts.extra.get(who or ""),
+                parent_key=parent_key,
+            )
+        )
     return planned
 
 
@@ -206,7 +273,21 @@ def _timing(
     store: Policy,
     now: datetime,
     digest: bool,
+    *,
+    staff: bool = False,
 ) -> policy.Timing:
+    if staff:
+        # The store's own people and systems: their rule's window, no quiet hours.
+        return policy.send_time(
+            now=now,
+            channel=channel,
+            critical=rule.critical,
+            time_zone=recipient.time_zone,
+            quiet_hours=None,
+            defer_email=False,
+            window=rule.window,
+            hold=rule.hold,
+        )
     if digest:
         hour = recipient.digest_hour if recipient.digest_hour is not None else store.digest_hour
         at = policy.next_digest_at(now, recipient.time_zone, hour)

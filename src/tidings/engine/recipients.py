@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tidings.engine.policy import DailyWindow
+
+# Push goes to every active device of the customer, looked up when the message is sent,
+# so the notification records this marker rather than one token.
+PUSH_DEVICES = "devices"
+
+
+STAKEHOLDER_PREFIX = "stakeholder:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,12 @@ class Recipient:
     has_own_quiet_hours: bool = False
     digest_categories: frozenset[str] = frozenset()
     digest_hour: int | None = None
+    push_devices: tuple[str, ...] = ()  # ids of the customer's active push devices
+    webhook: str | None = None  # stakeholders only: a Slack hook or a signed endpoint
+
+    @property
+    def is_stakeholder(self) -> bool:
+        return self.customer_id.startswith(STAKEHOLDER_PREFIX)
 
     def address_for(self, channel: str) -> str | None:
         if channel == "email":
@@ -31,7 +44,11 @@ class Recipient:
         if channel == "sms":
             return self.phone
         if channel == "in_app":
-            return self.customer_id
+            return None if self.is_stakeholder else self.customer_id
+        if channel == "webhook":
+            return self.webhook
+        if channel == "push":
+            return PUSH_DEVICES if self.push_devices else None
         return None
 
     def as_context(self) -> dict[str, Any]:
@@ -46,8 +63,9 @@ class Recipient:
         }
 
 
-def recipient_from_row(row: Mapping[str, Any]) -> Recipient:
-    """Profile columns filled by sources, overridden by what the customer chose."""
+def recipient_from_row(row: Mapping[str, Any], *, push_devices: Iterable[str] = ()) -> Recipient:
+    """Profile columns filled by sources, overridden by what the customer chose; plus the
+    ids of the customer's active push devices (``delivery.devices.active_device_ids``)."""
     preferences: Mapping[str, Any] = row.get("preferences") or {}
     return Recipient(
         customer_id=str(row["id"]),
@@ -65,4 +83,5 @@ def recipient_from_row(row: Mapping[str, Any]) -> Recipient:
         has_own_quiet_hours="quiet_hours" in preferences,
         digest_categories=frozenset((preferences.get("digest") or {}).get("categories") or ()),
         digest_hour=(preferences.get("digest") or {}).get("hour"),
+        push_devices=tuple(push_devices),
     )

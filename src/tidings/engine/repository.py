@@ -10,6 +10,7 @@ from sqlalchemy import Connection, func, select, update
 
 from tidings.db.dialect import upsert
 from tidings.db.schema import customers, orders
+from tidings.delivery.devices import active_device_ids
 from tidings.engine.recipients import Recipient, recipient_from_row
 
 _PROFILE = ("name", "email", "phone", "locale", "time_zone", "segment")
@@ -62,7 +63,11 @@ def recipients_by_id(conn: Connection, customer_ids: Iterable[str]) -> dict[str,
     if not ids:
         return {}
     result = conn.execute(select(customers).where(customers.c.id.in_(ids))).mappings()
-    return {row["id"]: recipient_from_row(dict(row)) for row in result}
+    devices = active_device_ids(conn, list(ids))
+    return {
+        row["id"]: recipient_from_row(dict(row), push_devices=devices.get(row["id"], ()))
+        for row in result
+    }
 
 
 def get_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:

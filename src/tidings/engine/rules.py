@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tidings.engine.conditions import Condition, ConditionError, compile_condition
 from tidings.engine.policy import DailyWindow, parse_duration
+from tidings.engine.recipients import Recipient
 from tidings.events.schemas import CATALOGUE
 
 BUILTIN_RULES = Path(__file__).parent / "builtin_rules.yaml"
@@ -52,13 +60,24 @@ class _RuleSpec(BaseModel):
     kind: str = Field(pattern=r"^[a-z0-9_]+$")
     category: str
     priority: Literal["critical", "transactional", "bulk"] = "transactional"
-    channels: list[Literal["email", "sms", "push", "in_app"]] = Field(min_length=1)
+    channels: list[Literal["email", "sms", "push", "in_app", "webhook"]] = Field(min_length=1)
+    routing: Literal["all", "first_available", "escalate"] = "all"
+    escalate_after: str | None = None
+    to: list[str] | None = Field(default=None, min_length=1)
     hold: str | None = None
     group: str | None = Field(default=None, pattern=r"^[a-z_]+$")
     window: str | None = None
     digest: bool = False
 
-    @field_validator("hold")
+    @model_validator(mode="after")
+    def _escalation(self) -> _RuleSpec:
+        if (self.routing == "escalate") != (self.escalate_after is not None):
+            raise ValueError("routing: escalate goes with escalate_after (e.g. 30m), and only it")
+        if self.routing != "all" and len(self.channels) < 2:
+            raise ValueError(f"routing: {self.routing} needs two or more channels, in order")
+        return self
+
+    @field_validator("hold", "escalate_after")
     @classmethod
     def _hold(cls, value: str | None) -> str | None:
         if value is not None:
@@ -122,14 +141,28 @@ class Policy:
     low_stock_thresholds: Mapping[str, int] = field(default_factory=dict)
 
     def low_stock_threshold(self, sku: str) -> int:
-        """Available below this means backordered (default 0: oversold)."""
+        """Available at or below this is out of stock (default 0: no unit left)."""
         return self.low_stock_thresholds.get(sku, self.low_stock_thresholds.get("default", 0))
+
+
+class _StakeholderSpec(BaseModel):
+    """People and systems behind the store who hear of events: a finance mailbox, a Slack
+    channel. A rule with ``to: [name]`` speaks to them instead of the customer."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    webhook: str | None = Field(default=None, pattern=r"^https?://")
+    locale: str = "en"
+    time_zone: str = "UTC"
 
 
 class _RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     categories: dict[str, _CategorySpec]
     policy: _PolicySpec = Field(default_factory=_PolicySpec)
+    stakeholders: dict[str, _StakeholderSpec] = Field(default_factory=dict)
     rules: list[_RuleSpec]
 
 
@@ -147,6 +180,11 @@ class Rule:
     group: str | None = None
     window: DailyWindow | None = None
     digest: bool = False
+    # all: every channel; first_available: the first channel that can reach the
+    # recipient; escalate: the first, then the next after escalate_after unless read.
+    routing: str = "all"
+    escalate_after: timedelta | None = None
+    to: tuple[str, ...] = ()  # stakeholders instead of the customer
 
     def matches(self, context: dict[str, Any]) -> bool:
         return self.condition is None or self.condition.evaluate(context)
@@ -158,6 +196,7 @@ class RuleSet:
     categories: frozenset[str]
     critical_categories: frozenset[str]
     policy: Policy = field(default_factory=Policy)
+    stakeholders: Mapping[str, Recipient] = field(default_factory=dict)
 
     def for_type(self, event_type: str) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.rules if rule.event_type == event_type)
@@ -215,8 +254,17 @@ def parse_rules(raw: Any, *, origin: str = "<rules>") -> RuleSet:
                 group=item.group,
                 window=DailyWindow.parse(item.window) if item.window else None,
                 digest=item.digest,
+                routing=item.routing,
+                escalate_after=parse_duration(item.escalate_after) if item.escalate_after else None,
+                to=tuple(item.to or ()),
             )
         )
+        unknown = [name for name in item.to or () if name not in spec.stakeholders]
+        if unknown:
+            raise RulesError(
+                f"{origin}: rule '{item.id}' is for {', '.join(unknown)}, who is not in "
+                "stakeholders:"
+            )
     critical = frozenset(name for name, cat in spec.categories.items() if cat.critical)
     p = spec.policy
     policy = Policy(
@@ -229,4 +277,17 @@ def parse_rules(raw: Any, *, origin: str = "<rules>") -> RuleSet:
         back_in_stock_wave_interval=parse_duration(p.back_in_stock_wave_interval),
         low_stock_thresholds=dict(p.low_stock_thresholds),
     )
-    return RuleSet(tuple(rules), frozenset(spec.categories), critical, policy)
+    stakeholders = {
+        name: Recipient(
+            customer_id=f"stakeholder:{name}",
+            name=person.name or name,
+            email=person.email,
+            phone=person.phone,
+            locale=person.locale,
+            time_zone=person.time_zone,
+            opted_out=frozenset(),
+            webhook=person.webhook,
+        )
+        for name, person in spec.stakeholders.items()
+    }
+    return RuleSet(tuple(rules), frozenset(spec.categories), critical, policy, stakeholders)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,11 +26,14 @@ DIGEST_KIND = "inventory_digest"
 
 
 def run(conn: Connection, timer: timers.Timer, settings: Settings) -> None:
-    """Run one due timer inside the caller's transaction, then mark it done."""
-    handler = {"digest": run_digest, "back_in_stock_wave": run_wave}.get(timer.kind)
+    """Run one due timer inside the caller's transaction and mark it done.
+
+    Marked done first: the update holds the timer's row until commit, so a stock rise
+    that re-arms a wave while it runs waits for it, then re-arms it, and is not lost."""
+    timers.finish(conn, timer.key, settings.now)
+    handler = {"digest": run_digest, inventory.WAVE_KIND: run_wave}.get(timer.kind)
     if handler is not None:
         handler(conn, timer.payload, settings)
-    timers.finish(conn, timer.key, settings.now)
 
 
 def run_digest(conn: Connection, payload: dict[str, Any], settings: Settings) -> None:
@@ -122,32 +124,41 @@ def run_digest(conn: Connection, payload: dict[str, Any], settings: Settings) ->
 
 
 def run_wave(conn: Connection, payload: dict[str, Any], settings: Settings) -> None:
-    """Tell the next subscribers, never more than the wave multiple of the units left."""
-    sku, number = str(payload["sku"]), int(payload["wave"])
+    """Tell the next subscribers of a restock episode, checking stock first: all told in
+    the episode stay within the wave multiple of the units available now."""
+    sku = str(payload["sku"])
+    # The stored progress is the truth; a copy claimed before another run may be stale.
+    progress = {"wave": 1, "told": 0, **(inventory.wave_progress(conn, sku) or payload)}
+    number, told = int(progress["wave"]), int(progress["told"])
     store = settings.rules.policy
     left = inventory.available(conn, sku)
+    threshold = store.low_stock_threshold(sku)
     writer = NotificationWriter(conn, settings)
-    if left <= 0:
+    size = inventory.wave_size(
+        available=left, threshold=threshold, multiple=store.back_in_stock_wave_multiple, told=told
+    )
+    if size == 0:
+        gone = inventory.out_of_stock(left, threshold) or left <= 0
+        reason = "out of stock again" if gone else f"{told} told for {left} units available"
         writer.audit.append(
             AuditEntry(
                 settings.actor,
-                "wave.stopped",
+                "wave.stopped" if gone else "wave.waiting",
                 "sku",
                 sku,
-                {"wave": number, "reason": "out of stock again"},
+                {"wave": number, "available": left, "reason": reason},
             )
         )
+        inventory.record_wave(conn, sku, progress, settings.now)
         writer.flush()
         return
-    size = math.floor(store.back_in_stock_wave_multiple * left)
-    waiting = conn.execute(
+    wave = conn.execute(
         select(stock_subscriptions.c.id, stock_subscriptions.c.customer_id)
         .where(stock_subscriptions.c.sku == sku, stock_subscriptions.c.notified_at.is_(None))
         .order_by(stock_subscriptions.c.created_at, stock_subscriptions.c.id)
-        .limit(size + 1)
+        .limit(size)
     ).all()
-    wave, more = waiting[:size], len(waiting) > size
-    row = conn.execute(select(events).where(events.c.id == payload["event_id"])).mappings().one()
+    row = conn.execute(select(events).where(events.c.id == progress["event_id"])).mappings().one()
     event = CanonicalEvent(
         row["source"],
         row["ce_id"],
@@ -178,19 +189,19 @@ def run_wave(conn: Connection, payload: dict[str, Any], settings: Settings) -> N
             "wave.sent",
             "sku",
             sku,
-            {"wave": number, "available": left, "notified": len(wave)},
+            {"wave": number, "available": left, "notified": len(wave), "told": told + len(wave)},
         )
     )
+    # No next wave is scheduled here: this one used the budget the stock allows (or told
+    # everyone). A stock rise schedules the next one, not before the interval is over.
+    next_at = settings.now + store.back_in_stock_wave_interval
+    inventory.record_wave(
+        conn,
+        sku,
+        {**progress, "wave": number + 1, "told": told + len(wave), "next_at": next_at.isoformat()},
+        settings.now,
+    )
     writer.flush()
-    if more:
-        timers.schedule(
-            conn,
-            key=f"wave:{payload['event_id']}:{number + 1}",
-            kind="back_in_stock_wave",
-            due_at=settings.now + store.back_in_stock_wave_interval,
-            payload={**payload, "wave": number + 1},
-            now=settings.now,
-        )
 
 
 def subscribe(conn: Connection, *, sku: str, customer_id: str, now: datetime) -> str | None:

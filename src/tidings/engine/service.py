@@ -17,8 +17,8 @@ from sqlalchemy import Connection, func, select, update
 from tidings.audit.chain import AuditEntry, append
 from tidings.db.dialect import upsert
 from tidings.db.ids import new_id
-from tidings.db.schema import delivery_jobs, events, notifications, order_lines, orders, shipments
-from tidings.engine import inventory, repository, timers
+from tidings.db.schema import delivery_jobs, events, notifications, order_lines, orders
+from tidings.engine import inventory, repository, returns, shipments, timers
 from tidings.engine.planning import (
     HELD,
     QUEUED,
@@ -27,9 +27,7 @@ from tidings.engine.planning import (
     PlannedNotification,
     key,
     plan,
-    shipment_key,
 )
-from tidings.engine.policy import SHIPMENT_RANK
 from tidings.engine.recipients import Recipient
 from tidings.engine.rules import RuleSet
 from tidings.events.envelope import CanonicalEvent
@@ -70,6 +68,7 @@ def apply_events(
             derived_id = _store_derived(conn, derived, settings.now)
             if derived_id is not None:
                 pending.append((derived_id, derived))
+        event = returns.with_order(conn, event_id, event, settings.now)
         _plan_event(conn, writer, event_id, event, settings)
     writer.flush()
     return writer.counts
@@ -124,21 +123,15 @@ def _remember_customers_and_orders(
 def _derive(
     conn: Connection, event_id: str, event: CanonicalEvent, settings: Settings
 ) -> list[CanonicalEvent]:
-    """Events the engine itself concludes from this one (stock crossing a threshold)."""
+    """Events the engine itself concludes from this one (stock crossing a threshold, a
+    restocked return putting units back on the shelf)."""
     store, now = settings.rules.policy, settings.now
     if event.type == "inventory.level_changed":
         return inventory.apply_level(conn, event, store, now)
-    if event.type == "inventory.backordered":
-        inventory.mark_backordered(conn, str(event.data["sku"]), now)
     if event.type == "inventory.back_in_stock":
-        timers.schedule(
-            conn,
-            key=f"wave:{event_id}:1",
-            kind="back_in_stock_wave",
-            due_at=now,
-            payload={"event_id": event_id, "sku": event.data["sku"], "wave": 1},
-            now=now,
-        )
+        inventory.back_in_stock(conn, event_id, event, store, now)
+    if event.type == "return.status_changed":
+        return inventory.returned_to_stock(event)
     return []
 
 
@@ -169,6 +162,14 @@ def _plan_event(
 ) -> None:
     rules = settings.rules
     shipment = _shipment(conn, event) if event.type == "shipment.status_changed" else None
+    if shipment is not None:
+        event = shipments.with_known_names(event, shipment["tracking_number"])
+    if event.type == "inventory.backordered" and event.source != inventory.DERIVED_SOURCE:
+        # A source repeating it while the backorder runs is not news; the engine's own
+        # backordered events were decided when the level changed.
+        if not inventory.mark_backordered(conn, str(event.data["sku"]), settings.now):
+            writer.note_no_news(event_id, event, "the SKU is already on backorder")
+            return
     if not rules.for_type(event.type) or event.type == "inventory.back_in_stock":
         return  # back-in-stock goes to subscribers in waves, see run_wave
     order_id = event.order_id or (shipment or {}).get("order_id")
@@ -193,6 +194,10 @@ def _plan_event(
                 extra[w.customer_id] = {
                     "product": {"sku": event.data["sku"], "name": w.product_name, "url": None}
                 }
+                if "previous_eta" in event.data:
+                    # Messages are rendered from the stored event, which lacks the date
+                    # customers last heard; the worker lets this data stand in for it.
+                    extra[w.customer_id]["data"] = event.data
     else:
         customer_id = (event.customer or {}).get("id") or (order or {}).get("customer_id")
         found = repository.recipients_by_id(conn, [customer_id] if customer_id else [])
@@ -211,8 +216,12 @@ def _plan_event(
         ),
         extra=extra,
     )
-    planned = plan(event, recipients, rules, facts)
+    planned = returns.explain_unknown_order(event, plan(event, recipients, rules, facts))
     writer.add(event_id, event, planned, order_of)
+    eta = event.data.get("restock_eta")
+    if event.type == "inventory.backordered" and eta:
+        if any(p.status != SUPPRESSED for p in planned):
+            inventory.told_restock_date(conn, str(event.data["sku"]), str(eta), settings.now)
     if order_id and not event.order_id:
         # Found through the tracking number: file the event under its order too.
         conn.execute(update(events).where(events.c.id == event_id).values(order_id=order_id))
@@ -226,20 +235,9 @@ def _with_data(event: CanonicalEvent, **values: Any) -> CanonicalEvent:
     )
 
 
-NO_RANK, NO_STATUS = -1, "unknown"  # stored for a shipment seen only in side states
-
-
 def _shipment(conn: Connection, event: CanonicalEvent) -> dict[str, Any]:
-    key = shipment_key(event.data)
-    row = conn.execute(select(shipments).where(shipments.c.key == key)).mappings().first()
-    if row is None or row["rank"] == NO_RANK:
-        return {
-            "key": key,
-            "order_id": row["order_id"] if row else None,
-            "rank": None,
-            "status": None,
-        }
-    return dict(row)
+    """The parcel this event is about, found by its tracking number or its shipment id."""
+    return shipments.find(conn, event).as_dict()
 
 
 def _advance_shipment(
@@ -250,22 +248,7 @@ def _advance_shipment(
     now: datetime,
 ) -> None:
     """Remember the furthest ranked status reached; side states do not move it."""
-    status = str(event.data["status"])
-    rank = SHIPMENT_RANK.get(status)
-    higher = rank is not None and (known["rank"] is None or rank > known["rank"])
-    stmt = upsert(conn, shipments).values(
-        key=known["key"],
-        order_id=order_id or known["order_id"],
-        rank=rank if higher else (known["rank"] if known["rank"] is not None else NO_RANK),
-        status=status if higher else (known["status"] or NO_STATUS),
-        updated_at=now,
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[shipments.c.key],
-            set_={c: stmt.excluded[c] for c in ("order_id", "rank", "status", "updated_at")},
-        )
-    )
+    shipments.advance(conn, shipments.Parcel(**known), str(event.data["status"]), order_id, now)
 
 
 class NotificationWriter:
@@ -280,6 +263,8 @@ class NotificationWriter:
         self.counts: dict[str, int] = {}
         self._keys: set[str] = set()
         self._today: dict[tuple[str, str], int] = {}
+        # Escalations name their first message by its dedupe key.
+        self._ids_by_key: dict[str, str] = {}
 
     def sent_today(self, orders_of: dict[str, str | None]) -> dict[str, int]:
         """Per recipient: non-critical messages about their order in the last 24 hours,
@@ -309,14 +294,19 @@ class NotificationWriter:
             customer_id: self._today[(order_id, customer_id)] for order_id, customer_id in wanted
         }
 
-    def note_no_news(self, event_id: str, event: CanonicalEvent) -> None:
+    def note_no_news(
+        self,
+        event_id: str,
+        event: CanonicalEvent,
+        reason: str = "restock date moved within the margin",
+    ) -> None:
         self.audit.append(
             AuditEntry(
                 self.settings.actor,
                 "event.no_news",
                 "event",
                 event_id,
-                {"type": event.type, "reason": "restock date moved within the margin"},
+                {"type": event.type, "reason": reason},
             )
         )
 
@@ -368,6 +358,7 @@ class NotificationWriter:
                     now=now,
                 )
             notification_id = new_id("ntf")
+            self._ids_by_key[p.dedupe_key] = notification_id
             order_id = (order_of or {}).get(who or "") or event.order_id
             self.rows.append(
                 {
@@ -389,7 +380,7 @@ class NotificationWriter:
                     "rendered": None,
                     "group_key": p.group_key,
                     "digest_key": digest_key,
-                    "parent_id": None,
+                    "parent_id": self._ids_by_key.get(p.parent_key or ""),
                     "scheduled_for": p.run_at if p.run_at > now else None,
                     "extra": dict(p.extra) if p.extra else None,
                     "created_at": now,

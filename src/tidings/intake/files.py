@@ -8,8 +8,16 @@ when present, otherwise from the columns:
 - ``sku, restock_eta`` (no available)          -> inventory.restock_eta_changed
 - ``return_id, order_id, status, ...``         -> return.status_changed
 
-Event ids come from an ``id`` column, or from the row's content, so importing the same
-file twice stores nothing new.
+Event ids come from an ``id`` column, or else:
+
+- stock rows (levels and restock dates) are snapshots, so the same content on another day
+  is news (5, then 0, then 5 again): the id covers the row's own timestamp column
+  (``occurred_at``, ``time``, ``updated_at`` or ``as_of``), or, without one, the time of
+  the import and the line number. Importing a file again is then stored again (which
+  changes nothing while the levels are the same), while one import that retries its lines
+  stores each once.
+- return rows are statuses, and a status told again is the same news: the id comes from
+  the row's content, so importing the same returns twice stores nothing new.
 """
 
 from __future__ import annotations
@@ -20,13 +28,17 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from tidings.db.types import utcnow
 from tidings.events.envelope import EventError
 from tidings.intake.cloudevents_http import Item, parse_document
 
 INTEGER_FIELDS = frozenset({"available", "quantity", "amount", "total"})
 LIST_FIELDS = frozenset({"lines"})
+# Columns that say when a row's stock figure was true, in order of preference.
+STAMP_FIELDS = ("occurred_at", "time", "updated_at", "as_of")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +47,18 @@ class Line:
     item: Item
 
 
-def read_lines(text: str, *, file_format: str, source: str) -> Iterator[Line]:
-    """Items for every data line of a file; bad lines come back as refused items."""
+def read_lines(
+    text: str, *, file_format: str, source: str, imported_at: datetime | None = None
+) -> Iterator[Line]:
+    """Items for every data line of a file; bad lines come back as refused items.
+
+    ``imported_at`` (default: now) tells this import apart from another one of the same
+    stock rows; pass the same value to read a file again within one import."""
+    run = (imported_at or utcnow()).isoformat()
     if file_format == "jsonl":
         for number, raw in enumerate(text.splitlines(), start=1):
             if raw.strip():
-                yield Line(number, _from_json(number, raw, source))
+                yield Line(number, _from_json(number, raw, source, run))
         return
     reader = csv.DictReader(io.StringIO(text))
     for number, row in enumerate(reader, start=2):  # line 1 is the header
@@ -49,7 +67,7 @@ def read_lines(text: str, *, file_format: str, source: str) -> Iterator[Line]:
             for k, v in row.items()
             if k is not None
         }
-        yield Line(number, _record_item(number, record, source, raw=_csv_line(row)))
+        yield Line(number, _record_item(number, record, source, run, raw=_csv_line(row)))
 
 
 def _csv_line(row: dict[str, Any]) -> str:
@@ -58,7 +76,7 @@ def _csv_line(row: dict[str, Any]) -> str:
     return buffer.getvalue().strip()
 
 
-def _from_json(number: int, raw: str, source: str) -> Item:
+def _from_json(number: int, raw: str, source: str, run: str) -> Item:
     try:
         document = json.loads(raw)
     except ValueError as exc:
@@ -67,10 +85,10 @@ def _from_json(number: int, raw: str, source: str) -> Item:
         return parse_document(number, document)
     if not isinstance(document, dict):
         return refused(number, raw, "invalid_record", f"line {number} is not a JSON object")
-    return _record_item(number, document, source, raw=raw)
+    return _record_item(number, document, source, run, raw=raw)
 
 
-def _record_item(number: int, record: dict[str, Any], source: str, *, raw: str) -> Item:
+def _record_item(number: int, record: dict[str, Any], source: str, run: str, *, raw: str) -> Item:
     event_type = record.pop("type", None) or _infer_type(record)
     if event_type is None:
         return refused(
@@ -82,7 +100,11 @@ def _record_item(number: int, record: dict[str, Any], source: str, *, raw: str) 
         )
     explicit_id = record.pop("id", None)
     data = {k: _value(k, v) for k, v in record.items() if v not in ("", None)}
-    digest = hashlib.sha256(json.dumps([event_type, data], sort_keys=True).encode()).hexdigest()
+    identity: list[Any] = [event_type, data]
+    snapshot = isinstance(event_type, str) and event_type.startswith("inventory.")
+    if snapshot and not any(data.get(f) for f in STAMP_FIELDS):
+        identity += [run, number]
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     document = {
         "specversion": "1.0",
         "id": str(explicit_id or f"{event_type}/{digest[:32]}"),

@@ -77,6 +77,8 @@ CHANNEL_PARTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "sms": {"txt": ("sms",), "txt_short": ("sms_short", "sms")},
     "push": {"title": ("push_title", "headline"), "txt": ("push_body", "sms")},
     "in_app": {"title": ("in_app_title", "headline"), "txt": ("in_app_body", BODY)},
+    # Staff systems (signed webhooks, Slack): the in-app wording, which stands alone.
+    "webhook": {"title": ("in_app_title", "headline"), "txt": ("in_app_body", BODY)},
 }
 EMAIL_LAYOUT_PARTS: frozenset[str] = frozenset({"txt", "html"})
 

@@ -24,7 +24,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
 PARTS: frozenset[str] = frozenset({"subject", "title", "txt", "txt_short", "html"})
 # Channels a catalogue can render; any other channel needs per-part files.
-CATALOGUE_CHANNELS: frozenset[str] = frozenset({"email", "sms", "push", "in_app"})
+CATALOGUE_CHANNELS: frozenset[str] = frozenset({"email", "sms", "push", "in_app", "webhook"})
 LAYOUTS_DIR = "_layouts"
 LAYOUTS: frozenset[str] = frozenset({"email.html", "email.txt"})
 CATALOGUE_SUFFIX = ".yaml"

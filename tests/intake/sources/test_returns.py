@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import RowMapping, select
 
-from tidings.db.schema import events, rejects
+from tidings.db.schema import events, notifications, rejects
 from tidings.intake.sources.base import MapOptions, MappingError, WebhookRequest
 from tidings.intake.sources.returns import ADAPTER
 from tidings.intake.webhooks import Strictness
@@ -343,10 +343,93 @@ def test_erp_unreadable_refund_is_refused(refund: dict[str, Any], field: str) ->
     assert error.value.field == field
 
 
-def test_erp_refund_without_currency_emits_only_the_return() -> None:
-    document = json.loads(sample("erp_refund_authorized"))
-    document["refund"] = {"amount": 1250}
-    assert [event["type"] for event in erp_map(document)] == ["return.status_changed"]
+INCOMPLETE_REFUNDS = [
+    pytest.param(..., "refund", id="no-refund"),
+    pytest.param(None, "refund", id="null-refund"),
+    pytest.param({"amount": 1250}, "refund.currency", id="no-currency"),
+    pytest.param({"currency": "EUR"}, "refund.amount", id="no-amount"),
+]
+
+
+@pytest.mark.parametrize("status", ["refund_authorized", "refunded"])
+@pytest.mark.parametrize(("refund", "field"), INCOMPLETE_REFUNDS)
+def test_strict_erp_refund_status_without_the_refund_is_refused_and_kept(
+    client: TestClient, configured: Runtime, status: str, refund: object, field: str
+) -> None:
+    configured.webhooks.strictness = Strictness({"returns": "strict"})
+    body = edited("erp_refund_authorized", status=status, refund=refund)
+    response = post_erp(client, body)
+    assert response.status_code == 422
+    problem = response.json()
+    assert (problem["code"], problem["field"]) == ("missing_refund", field)
+    assert f"'{status}' promises a refund" in problem["detail"]
+    assert '"refund": {"amount": 1250, "currency": "EUR"}' in problem["detail"]
+    [reject] = kept(configured)
+    assert (reject.code, reject.field, reject.payload) == ("missing_refund", field, body.decode())
+    assert stored(configured) == []
+
+
+def place_order_1042(client: TestClient) -> None:
+    order = {
+        "specversion": "1.0",
+        "id": "order-1042",
+        "source": "shop",
+        "type": "order.placed",
+        "data": {
+            "order_id": "1042",
+            "order_number": "#1042",
+            "currency": "EUR",
+            "total": 8900,
+            "customer": {"id": "cam", "email": "cam@example.fr", "locale": "en"},
+        },
+    }
+    response = client.post(
+        "/api/events", json=order, headers={"Content-Type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 202, response.text
+
+
+def return_emails(runtime: Runtime) -> list[tuple[str, str, str | None]]:
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(
+            select(notifications.c.kind, notifications.c.status, notifications.c.recipient)
+            .where(notifications.c.channel == "email")
+            .order_by(notifications.c.created_at, notifications.c.id)
+        ).all()
+    return [(row.kind, row.status, row.recipient) for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("status", "told", "kind"),
+    [
+        ("refund_authorized", "inspected", "return_inspected"),
+        ("refunded", "closed", "return_closed"),
+    ],
+)
+@pytest.mark.parametrize(("refund", "field"), INCOMPLETE_REFUNDS)
+def test_lenient_erp_refund_status_without_the_refund_is_told_as_a_return_step(
+    client: TestClient,
+    configured: Runtime,
+    status: str,
+    told: str,
+    kind: str,
+    refund: object,
+    field: str,
+) -> None:
+    place_order_1042(client)
+    response = post_erp(client, edited("erp_refund_authorized", status=status, refund=refund))
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    [row] = [r for r in stored(configured) if r.type != "order.placed"]
+    assert (row.ce_id, row.type) == (f"return/rma_7/{status}", "return.status_changed")
+    assert (row.data["status"], row.data["reported_status"]) == (told, status)
+    if told == "inspected":
+        assert row.data["outcome"] == "accepted"  # what a refund on its way means
+    assert row.data["refund_missing"] == (
+        f"'{status}' promises a refund, but the return has no {field}: no refund "
+        "message was sent; the customer was told the return step instead."
+    )
+    assert return_emails(configured) == [(kind, "queued", "cam@example.fr")]
 
 
 def test_erp_strict_mode_requires_the_lines(client: TestClient, configured: Runtime) -> None:

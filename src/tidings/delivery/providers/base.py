@@ -14,9 +14,13 @@ class SendError(Exception):
 
     permanent = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, provider: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # Which provider failed; set by the channel that tried it.
+        self.provider = provider
 
 
 class TransientSendError(SendError):

@@ -47,6 +47,13 @@ currency, a ``refund.authorized`` / ``refund.succeeded`` event follows, with ref
 ``return:<return id>`` and event id ``refund/return:<return id>/authorized`` (or
 ``succeeded``), so the refund family of messages is used for it.
 
+An ERP refund status without the refund (no ``refund``, or no amount or currency) is
+refused in strict mode (``missing_refund``, naming the field). Lenient mode keeps the
+event id of the status sent but tells the step it implies, as Loop's closed-without-refund
+does: ``refund_authorized`` becomes ``inspected`` with outcome ``accepted`` (a refund is
+to come), ``refunded`` becomes ``closed``; ``reported_status`` keeps what was sent and
+``refund_missing`` says which field was missing.
+
 Strictness: ``order_id`` (Loop: ``provider_order_id``) is always required, since a
 return event is order-scoped. Strict mode also requires the returned lines, each with a
 SKU (and, for the ERP shape, a positive integer quantity); lenient mode drops lines it
@@ -87,6 +94,9 @@ ERP_PREFIX = "sha256="
 RETURN_STATUSES = frozenset(get_args(ReturnStatus))
 OUTCOMES = frozenset({"accepted", "rejected"})
 REFUND_EVENTS = {"refund_authorized": "authorized", "refunded": "succeeded"}
+# Lenient: what a refund status without its refund is told as (accepted, refund to come;
+# complete), the same choice Loop's closed-without-refund gets.
+TOLD_WITHOUT_REFUND = {"refund_authorized": "inspected", "refunded": "closed"}
 _CURRENCIES = frozenset(list_currencies())
 
 LOOP_STATES = {
@@ -290,13 +300,53 @@ def _map_erp(
         "reason": text(document.get("reason")),
         "occurred_at": occurred.isoformat() if occurred else None,
     }
-    refund = document.get("refund")
     amount = None
-    if status in REFUND_EVENTS and isinstance(refund, dict) and refund.get("amount") is not None:
-        currency = text(refund.get("currency"))
-        if currency is not None:
+    if status in REFUND_EVENTS:
+        refund = document.get("refund")
+        missing = _missing_refund_field(refund)
+        if missing is not None:
+            if options.strict:
+                raise MappingError(
+                    "missing_refund",
+                    f"Status '{status}' promises a refund, but the return has no {missing}. "
+                    'Send the refund with it, such as "refund": {"amount": 1250, "currency": '
+                    '"EUR"} (the amount in minor units), or set this source to lenient.',
+                    field=missing,
+                )
+            data = _told_without_refund(data, missing)
+        elif isinstance(refund, dict):
+            currency = str(refund["currency"]).strip()
             amount = (_minor_units(refund["amount"], currency, "refund", major=False), currency)
     return _events(ERP, data, occurred, request, amount=amount)
+
+
+def _missing_refund_field(refund: object) -> str | None:
+    """The first field a refund event needs that the ERP's ``refund`` lacks, if any."""
+    if not isinstance(refund, dict):
+        return "refund"
+    if refund.get("amount") in (None, ""):
+        return "refund.amount"
+    if text(refund.get("currency")) is None:
+        return "refund.currency"
+    return None
+
+
+def _told_without_refund(data: dict[str, Any], missing: str) -> dict[str, Any]:
+    """A refund status with no refund to tell: the customer hears the return step it
+    implies (accepted, refund to come; or complete) instead of nothing, and the event
+    says what was missing, so neither the customer nor the operator is left guessing."""
+    reported = data["status"]
+    told = TOLD_WITHOUT_REFUND[reported]
+    return {
+        **data,
+        "status": told,
+        "outcome": "accepted" if told == "inspected" else data["outcome"],
+        "reported_status": reported,
+        "refund_missing": (
+            f"'{reported}' promises a refund, but the return has no {missing}: no refund "
+            "message was sent; the customer was told the return step instead."
+        ),
+    }
 
 
 # --- Shared ------------------------------------------------------------------------------
@@ -313,10 +363,13 @@ def _events(
 ) -> list[dict[str, Any]]:
     return_id, order_id, status = data["return_id"], data["order_id"], data["status"]
     time = (occurred or request.received_at).isoformat()
+    # Named after what the source said, so a step told in place of a refund status is not
+    # taken for a redelivery of that step.
+    reported = data.get("reported_status") or status
     events = [
         {
             "specversion": "1.0",
-            "id": f"return/{return_id}/{status}",
+            "id": f"return/{return_id}/{reported}",
             "source": f"returns:{kind}",
             "type": "return.status_changed",
             "subject": f"order/{order_id}",

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from tidings.engine.returns import placeholder_order_id
 from tidings.intake.sources import shopify_logistics as lg
 from tidings.intake.sources import shopify_mapping as m
 from tidings.intake.sources.base import (
@@ -124,24 +125,22 @@ def _inventory_levels(d: _Delivery) -> list[dict[str, Any]]:
 
 def _returns(d: _Delivery) -> list[dict[str, Any]]:
     data = lg.return_status(d.payload, d.topic)
+    return_id = data["return_id"]
     order_id = lg.return_order_id(d.payload)
-    if order_id is None:
-        # returns/decline names no order at all.
-        if d.options.strict:
-            raise MappingError(
-                "missing_order",
-                f"{d.topic}: the payload names no order for return {data['return_id']}",
-                field="order_id",
-            )
-        order_id = f"return:{data['return_id']}"
+    # returns/decline names no order at all, in every integration, so even a strict shop
+    # takes it: the engine finds the order an earlier event of the return named.
+    known = order_id is not None
     time = d.fallback_time()
-    data = {"order_id": order_id, **data, "occurred_at": time}
-    ce_id = f"return/{data['return_id']}/{data['status']}"
+    data = {"order_id": order_id or placeholder_order_id(return_id), **data, "occurred_at": time}
+    ce_id = f"return/{return_id}/{data['status']}"
     if d.topic == "returns/reopen":
         # A reopen is a new fact each time; the event id is stable across redeliveries.
         event_id = d.request.header("x-shopify-event-id")
-        ce_id = f"return/{data['return_id']}/reopened" + (f"/{event_id}" if event_id else "")
-    return [d.event(ce_id, "return.status_changed", time, data)]
+        ce_id = f"return/{return_id}/reopened" + (f"/{event_id}" if event_id else "")
+    event = d.event(ce_id, "return.status_changed", time, data)
+    if not known:
+        event["subject"] = f"return/{return_id}"
+    return [event]
 
 
 _TOPICS: dict[str, Callable[[_Delivery], list[dict[str, Any]]]] = {
