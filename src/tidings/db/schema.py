@@ -124,6 +124,8 @@ notifications = Table(
     Column("provider_message_id", String(512)),  # its id there: how receipts find it
     Column("delivered_at", UTCDateTime),
     Column("acknowledged_at", UTCDateTime),  # read, opened or clicked
+    # Deferred SMS and push about one order that fall due together go as one message.
+    Column("merge_key", String(64)),
     UniqueConstraint("dedupe_key", name="uq_notifications_dedupe_key"),
     Index("ix_notifications_event_id", "event_id"),
     Index("ix_notifications_order_id", "order_id"),
@@ -133,6 +135,7 @@ notifications = Table(
     Index("ix_notifications_parent_id", "parent_id"),
     Index("ix_notifications_provider_message_id", "provider_message_id"),
     Index("ix_notifications_sent_at", "sent_at"),
+    Index("ix_notifications_merge_key", "merge_key"),
 )
 
 delivery_jobs = Table(

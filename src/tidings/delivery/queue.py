@@ -175,6 +175,15 @@ def claim(
             )
         )
     jobs = _with_blocks_and_devices(conn, jobs, [row.parent_id for row in rows])
+    carriers = [job.notification_id for job in jobs if job.channel in ("sms", "push")]
+    if carriers:
+        riders = _merged_into(conn, carriers)
+        jobs = [
+            replace(job, extra={**job.extra, "merged": riders[job.notification_id]})
+            if job.notification_id in riders
+            else job
+            for job in jobs
+        ]
     digests = [job.notification_id for job in jobs if job.kind == DIGEST_KIND]
     if digests:
         items = _digest_items(conn, digests)
@@ -260,6 +269,34 @@ def _suppression_reason(channel: str, reason: str, detail: str | None) -> str:
     }.get(reason, reason)
     text = f"{channel} address is on the suppression list: {said}"
     return f"{text} ({detail})" if detail else text
+
+
+def _merged_into(conn: Connection, carriers: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Messages merged into each carrier: what the worker needs to write each one's line."""
+    rows = conn.execute(
+        select(
+            notifications.c.parent_id,
+            notifications.c.kind,
+            events.c.ce_id,
+            events.c.type,
+            events.c.time,
+            events.c.received_at,
+            events.c.data,
+        )
+        .join(events, events.c.id == notifications.c.event_id)
+        .where(notifications.c.parent_id.in_(carriers), notifications.c.status == "merged")
+        .order_by(notifications.c.created_at)
+    ).all()
+    riders: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        riders.setdefault(row.parent_id, []).append(
+            {
+                "kind": row.kind,
+                "data": row.data or {},
+                "event": {"id": row.ce_id, "type": row.type, "time": row.time or row.received_at},
+            }
+        )
+    return riders
 
 
 def _digest_items(conn: Connection, parents: list[str]) -> dict[str, list[dict[str, Any]]]:

@@ -161,6 +161,11 @@ class Worker:
             )
         except (RenderError, TemplateNotFound) as exc:
             return self._failed(job, started, None, str(exc), True)
+        if job.extra.get("merged"):
+            try:
+                rendered = self._with_merged(job, rendered)
+            except (RenderError, TemplateNotFound) as exc:
+                return self._failed(job, started, None, str(exc), True)
         if self.tracking is not None and "html" in rendered.parts:
             html = rewrite_html(rendered.parts["html"], job.notification_id, tracking=self.tracking)
             rendered = replace(rendered, parts={**rendered.parts, "html": html})
@@ -189,6 +194,25 @@ class Worker:
                 ", ".join(sent.passed_over),
             )
         return self._sent(job, started, sent, rendered)
+
+    def _with_merged(self, job: queue.ClaimedJob, rendered: RenderedMessage) -> RenderedMessage:
+        """One text for the carrier and the messages merged into it: each update's short
+        line, oldest first (SMS), or its title under the carrier's body (push)."""
+        base = self._context(job)
+        lines = []
+        for rider in job.extra["merged"]:
+            context = {**base, "data": rider["data"], "event": rider["event"]}
+            part = self.renderer.render(
+                rider["kind"], job.channel, job.locale, job.time_zone, context
+            ).parts
+            lines.append(part["txt_short"] if job.channel == "sms" else part["title"])
+        parts = dict(rendered.parts)
+        if job.channel == "sms":
+            text = "\n".join([parts.get("txt_short") or parts["txt"], *lines])
+            parts.update(txt=text, txt_short=text)
+        else:
+            parts["txt"] = "\n".join([parts["txt"], *lines])
+        return replace(rendered, parts=parts)
 
     async def _push(
         self,

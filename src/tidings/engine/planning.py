@@ -23,6 +23,8 @@ SCHEDULED = "scheduled"
 HELD = "held"
 SUPPRESSED = "suppressed"
 WAITING = frozenset({QUEUED, SCHEDULED, HELD})
+MERGED = "merged"
+MERGING_CHANNELS = frozenset({"sms", "push"})
 # Between routing and timing only: a later channel of an escalation ("step:first").
 ESCALATION = "escalation"
 Gate = tuple[str, str | None]
@@ -59,6 +61,8 @@ class PlannedNotification:
     extra: Mapping[str, Any] | None = None
     # Escalation: the dedupe key of the first message; this one goes only if it is unread.
     parent_key: str | None = None
+    # Deferred SMS and push about one order, due at one moment, share it and go as one.
+    merge_key: str | None = None
 
 
 def key(*parts: object) -> str:
@@ -214,6 +218,12 @@ def _notifications(
             elif timing.at > facts.now:
                 status = HELD if (digest or rule.hold) else SCHEDULED
                 reason = timing.reason
+        merge_key = None
+        order_id = event.order_id or (facts.order or {}).get("id")
+        if status == SCHEDULED and channel in MERGING_CHANNELS and order_id and who:
+            # Deferred to the same moment (the end of the night), about the same order:
+            # one text with every update, not a burst of them at 08:00.
+            merge_key = key("merge", who, order_id, channel, timing.at.isoformat())[:64]
         planned.append(
             PlannedNotification(
                 rule=rule,
@@ -232,6 +242,7 @@ def _notifications(
                 digest=digest,
                 extra=facts.extra.get(who or ""),
                 parent_key=parent_key,
+                merge_key=merge_key,
             )
         )
     return planned

@@ -21,7 +21,9 @@ from tidings.db.schema import delivery_jobs, events, notifications, order_lines,
 from tidings.engine import inventory, repository, returns, shipments, timers
 from tidings.engine.planning import (
     HELD,
+    MERGED,
     QUEUED,
+    SCHEDULED,
     SUPPRESSED,
     Facts,
     PlannedNotification,
@@ -339,6 +341,7 @@ class NotificationWriter:
                 p = replace(p, dedupe_key=key(p.dedupe_key, event_id))
             fresh.append(p)
         ids = []
+        merged: set[str] = set()
         now, actor = self.settings.now, self.settings.actor
         for p in fresh:
             self._keys.add(p.dedupe_key)
@@ -358,6 +361,12 @@ class NotificationWriter:
                     now=now,
                 )
             notification_id = new_id("ntf")
+            carrier = self._carrier(p.merge_key) if status == SCHEDULED and p.merge_key else None
+            reason = p.reason
+            if carrier is not None:
+                merged.add(p.dedupe_key)
+                status = MERGED
+                reason = f"merged into the {p.channel} message that goes at the same time"
             self._ids_by_key[p.dedupe_key] = notification_id
             order_id = (order_of or {}).get(who or "") or event.order_id
             self.rows.append(
@@ -375,12 +384,13 @@ class NotificationWriter:
                     "locale": p.recipient.locale if p.recipient else None,
                     "time_zone": p.recipient.time_zone if p.recipient else None,
                     "status": status,
-                    "reason": p.reason,
+                    "reason": reason,
                     "dedupe_key": p.dedupe_key,
                     "rendered": None,
                     "group_key": p.group_key,
                     "digest_key": digest_key,
-                    "parent_id": self._ids_by_key.get(p.parent_key or ""),
+                    "parent_id": carrier or self._ids_by_key.get(p.parent_key or ""),
+                    "merge_key": p.merge_key if status == SCHEDULED else None,
                     "scheduled_for": p.run_at if p.run_at > now else None,
                     "extra": dict(p.extra) if p.extra else None,
                     "created_at": now,
@@ -402,8 +412,8 @@ class NotificationWriter:
                     )
                 )
                 continue
-            if p.reason:
-                detail["reason"] = p.reason
+            if reason:
+                detail["reason"] = reason
             self.audit.append(
                 AuditEntry(
                     actor,
@@ -413,14 +423,17 @@ class NotificationWriter:
                     detail,
                 )
             )
-            if digest_key is None:
+            if digest_key is None and status != MERGED:
                 self.jobs[notification_id] = self.job(
                     notification_id, p.channel, int(p.rule.lane), p.run_at
                 )
         counted = {
             (p.recipient.customer_id, p.rule.id)
             for p in fresh
-            if p.recipient and not p.rule.critical and p.status != SUPPRESSED
+            if p.recipient
+            and not p.rule.critical
+            and p.status != SUPPRESSED
+            and p.dedupe_key not in merged
         }
         for customer_id, _ in counted:
             order_id = (order_of or {}).get(customer_id) or event.order_id
@@ -446,6 +459,18 @@ class NotificationWriter:
             "created_at": now,
             "updated_at": now,
         }
+
+    def _carrier(self, merge_key: str) -> str | None:
+        """The scheduled message, planned earlier, that this one rides along with."""
+        for row in self.rows:
+            if row.get("merge_key") == merge_key and row["status"] == SCHEDULED:
+                return str(row["id"])
+        found = self.conn.scalar(
+            select(notifications.c.id)
+            .where(notifications.c.merge_key == merge_key, notifications.c.status == SCHEDULED)
+            .limit(1)
+        )
+        return str(found) if found else None
 
     def _supersede(self, group_key: str, kind: str) -> None:
         """A newer message of a group replaces held ones, stored or in this batch."""

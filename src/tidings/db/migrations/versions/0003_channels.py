@@ -1,5 +1,6 @@
 """Channels: push devices, the suppression list, provider receipts, delivery outcomes per
-provider; shipments known by their source's id too, returns known by their order.
+provider, deferred messages merged; shipments known by their source's id too, returns
+known by their order.
 
 Revision ID: 0003
 Revises: 0002
@@ -28,7 +29,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("provider_message_id", sa.String(length=512), nullable=True))
         batch.add_column(sa.Column("delivered_at", UTCDateTime(), nullable=True))
         batch.add_column(sa.Column("acknowledged_at", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("merge_key", sa.String(length=64), nullable=True))
         batch.create_index("ix_notifications_provider_message_id", ["provider_message_id"])
+        batch.create_index("ix_notifications_merge_key", ["merge_key"])
         batch.create_index("ix_notifications_sent_at", ["sent_at"])
     op.create_table(
         "returns",
@@ -83,9 +86,16 @@ def downgrade() -> None:
     for table in ("receipts", "suppressions", "devices", "returns"):
         op.drop_table(table)
     with op.batch_alter_table("notifications") as batch:
+        batch.drop_index("ix_notifications_merge_key")
         batch.drop_index("ix_notifications_sent_at")
         batch.drop_index("ix_notifications_provider_message_id")
-        for column in ("acknowledged_at", "delivered_at", "provider_message_id", "provider"):
+        for column in (
+            "merge_key",
+            "acknowledged_at",
+            "delivered_at",
+            "provider_message_id",
+            "provider",
+        ):
             batch.drop_column(column)
     with op.batch_alter_table("shipments") as batch:
         batch.drop_index("ix_shipments_shipment_id")
