@@ -62,7 +62,9 @@ def test_a_refund_reaches_the_finance_webhook_signed_and_the_customer_as_usual(
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rules))
     runtime = build_runtime(
-        settings.model_copy(update={"rules_path": path, "webhook_signing_secret": SecretStr(SECRET)}),
+        settings.model_copy(
+            update={"rules_path": path, "webhook_signing_secret": SecretStr(SECRET)}
+        ),
         engine=engine,
     )
     with runtime.engine.begin() as conn:
