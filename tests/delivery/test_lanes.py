@@ -1,0 +1,50 @@
+"""Priority lanes: a refund confirmation is never stuck behind a wave of bulk alerts."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from tests.support.events import JORDAN, refund_authorized
+from tidings.db.schema import delivery_jobs
+from tidings.db.types import utcnow
+from tidings.delivery import queue
+from tidings.engine.rules import Lane
+from tidings.runtime import Runtime
+
+
+def test_critical_jobs_are_claimed_before_older_bulk_ones(
+    client: TestClient, runtime: Runtime
+) -> None:
+    for n in range(12):
+        event = refund_authorized(str(n), id=f"refund-{n}", customer=JORDAN)
+        event["data"]["refund_id"] = f"re_{n}"
+        answer = client.post(
+            "/api/events",
+            content=json.dumps(event),
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        assert answer.status_code == 202
+    now = utcnow()
+    with runtime.engine.begin() as conn:
+        ids = list(conn.scalars(select(delivery_jobs.c.id).order_by(delivery_jobs.c.id)))
+        bulk, urgent = ids[:-4], ids[-4:]
+        # The bulk wave was queued long before; the urgent jobs are the newest.
+        conn.execute(
+            update(delivery_jobs)
+            .where(delivery_jobs.c.id.in_(bulk))
+            .values(lane=int(Lane.bulk), run_at=now - timedelta(hours=1))
+        )
+        conn.execute(
+            update(delivery_jobs)
+            .where(delivery_jobs.c.id.in_(urgent))
+            .values(lane=int(Lane.critical), run_at=now)
+        )
+    with runtime.engine.begin() as conn:
+        claimed = queue.claim(
+            conn, worker_id="w", limit=len(urgent), now=now, lease=timedelta(seconds=30)
+        )
+    assert sorted(job.job_id for job in claimed) == sorted(urgent)
