@@ -6,6 +6,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any
 
+from tidings.delivery.sms_segments import choose_text
 from tidings.templates.rendering import RenderedMessage
 
 
@@ -80,6 +81,15 @@ class EmailProvider(Provider):
 
 class SmsProvider(Provider):
     channel = "sms"
+    max_segments = 3
+
+    def text(self, message: OutboundMessage) -> str:
+        """The text to send: the full variant if it fits ``max_segments``, else the short
+        one, else the short one cut at a word (``sms_segments.choose_text``)."""
+        try:
+            return choose_text(message.rendered.parts, max_segments=self.max_segments)
+        except ValueError as exc:
+            raise PermanentSendError(f"no SMS text to send: {exc}") from exc
 
 
 class PushProvider(Provider):

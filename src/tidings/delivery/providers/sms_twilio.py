@@ -27,7 +27,6 @@ from tidings.delivery.providers.base import (
     SmsProvider,
 )
 from tidings.delivery.providers.http import error_for_status, request
-from tidings.delivery.sms_segments import choose_text
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 CALLBACK_PARAMETER = "notification"
@@ -64,14 +63,11 @@ class TwilioSmsProvider(SmsProvider):
         self._sender = sender
         self._status_callback = status_callback
         self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
-        self._max_segments = max_segments
+        self.max_segments = max_segments
 
     def form(self, message: OutboundMessage) -> dict[str, str]:
         """The form fields of the Create a Message request."""
-        try:
-            body = choose_text(message.rendered.parts, max_segments=self._max_segments)
-        except ValueError as exc:
-            raise PermanentSendError(f"no SMS text to send: {exc}") from exc
+        body = self.text(message)
         fields = {"To": message.address, "Body": body}
         if self._sender.startswith(MESSAGING_SERVICE_PREFIX):
             fields["MessagingServiceSid"] = self._sender

@@ -26,7 +26,7 @@ from tidings.delivery.providers.base import (
     TransientSendError,
 )
 from tidings.delivery.providers.http import error_for_status, request
-from tidings.delivery.sms_segments import choose_text, measure
+from tidings.delivery.sms_segments import measure
 
 DEFAULT_BASE_URL = "https://rest.nexmo.com"
 
@@ -84,14 +84,11 @@ class VonageSmsProvider(SmsProvider):
         self._sender = sender
         self._callback = callback
         self._url = f"{base_url.rstrip('/')}/sms/json"
-        self._max_segments = max_segments
+        self.max_segments = max_segments
 
     def form(self, message: OutboundMessage) -> dict[str, str]:
         """The form fields of the Send an SMS request."""
-        try:
-            text = choose_text(message.rendered.parts, max_segments=self._max_segments)
-        except ValueError as exc:
-            raise PermanentSendError(f"no SMS text to send: {exc}") from exc
+        text = self.text(message)
         fields = {
             "api_key": self._api_key,
             "api_secret": self._api_secret,
