@@ -66,18 +66,27 @@ class Channel:
             if not route.breaker.allow():
                 passed_over.append(route.name)
                 continue
-            await route.limit.acquire()
+            # Other sends may change the breaker while this one is out; its outcome is
+            # weighed against the state it was let through in (``resilience``).
+            granted = route.breaker.generation
             try:
+                await route.limit.acquire()
                 receipt = await route.provider.send(message)
             except SendError as exc:
                 exc.provider = route.name
                 if exc.permanent:
-                    route.breaker.release()
+                    route.breaker.release(granted)
                     raise
-                route.breaker.failure()
+                route.breaker.failure(granted)
                 passed_over.append(route.name)
                 last = exc
                 continue
+            except BaseException:
+                # Cancelled, or a fault in the provider's own code: this says nothing about
+                # the service, but a probe that never reports back would keep the breaker
+                # half-open and shut for good.
+                route.breaker.release(granted)
+                raise
             route.breaker.success()
             return Sent(receipt, route.name, tuple(passed_over))
         probe_in = min(route.breaker.retry_in() for route in routes)

@@ -10,6 +10,12 @@ failover (``delivery.channels``) when to use the secondary provider:
 
 Only transient failures count: a refused address says nothing about the provider's health.
 Each worker process keeps its own breakers; they need no coordination to protect a provider.
+
+Sends run concurrently, so a reply can come back after the breaker has moved on: a send let
+through while closed may fail once the breaker is already half-open. ``generation`` names
+the state a send was let through in; a failure or release from an earlier generation is old
+news and neither re-opens the breaker nor frees the probe's slot, which would let a second
+probe out while the first is still on its way.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float = 0.0
     probing: bool = False
+    # Bumped on every state change: what a send's outcome is measured against.
+    generation: int = 0
     # How often it opened and closed: the fault tests and the logs read these.
     transitions: list[str] = field(default_factory=list)
 
@@ -55,31 +63,43 @@ class CircuitBreaker:
         return max(0.0, self.cooldown - (self.clock() - self.opened_at))
 
     def success(self) -> None:
+        """The provider answered: whenever the send was let through, it works now."""
         self.failures = 0
         self.probing = False
         if self.state != CLOSED:
             self._move(CLOSED)
 
-    def failure(self) -> None:
-        self.probing = False
+    def failure(self, generation: int | None = None) -> None:
+        """A transient failure of a send let through in ``generation`` (read right after
+        ``allow()``; None: the current one)."""
+        if not self._current(generation):
+            return
         if self.state == HALF_OPEN:
+            # Half-open lets exactly one send through: this is the probe's answer.
             self._open()
             return
         self.failures += 1
         if self.state == CLOSED and self.failures >= self.failure_threshold:
             self._open()
 
-    def release(self) -> None:
-        """The probe ended without saying anything about the provider (a refused address)."""
-        self.probing = False
+    def release(self, generation: int | None = None) -> None:
+        """The send ended without saying anything about the provider (a refused address):
+        a probe's slot is freed without counting a failure."""
+        if self._current(generation) and self.state == HALF_OPEN:
+            self.probing = False
+
+    def _current(self, generation: int | None) -> bool:
+        return generation is None or generation == self.generation
 
     def _open(self) -> None:
         self.opened_at = self.clock()
         self.failures = 0
+        self.probing = False
         self._move(OPEN)
 
     def _move(self, state: str) -> None:
         self.state = state
+        self.generation += 1
         self.transitions.append(state)
 
 
