@@ -24,6 +24,11 @@ from tidings.delivery.providers.base import (
 from tidings.delivery.resilience import CircuitBreaker, RateLimit
 
 
+class ProvidersPaused(TransientSendError):
+    """No provider was tried: every one is open or has its probe out. The message waits
+    for the breaker without using up an attempt, since nothing was attempted."""
+
+
 @dataclass
 class Route:
     provider: Provider
@@ -94,7 +99,7 @@ class Channel:
             if probe_in > (last.retry_after or 0):
                 last.retry_after = probe_in
             raise last
-        raise TransientSendError(
+        raise ProvidersPaused(
             f"every {self.name} provider is paused after repeated failures "
             f"({', '.join(passed_over)}); next probe in {probe_in:.0f} s",
             retry_after=probe_in,

@@ -63,7 +63,7 @@ class ClaimedJob:
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
     job: ClaimedJob
-    outcome: str  # sent | retry | dead | suppressed
+    outcome: str  # sent | retry | paused | dead | suppressed
     started_at: datetime
     finished_at: datetime
     provider: str | None = None
@@ -334,9 +334,13 @@ def record(
         return 0
     job_updates = []
     for o in outcomes:
-        status = {"sent": "sent", "retry": "queued", "dead": "dead", "suppressed": "suppressed"}[
-            o.outcome
-        ]
+        status = {
+            "sent": "sent",
+            "retry": "queued",
+            "paused": "queued",
+            "dead": "dead",
+            "suppressed": "suppressed",
+        }[o.outcome]
         job_updates.append(
             {
                 "b_id": o.job.job_id,
@@ -345,6 +349,8 @@ def record(
                 "b_run_at": o.retry_at or now,
                 "b_error": o.error,
                 "b_now": now,
+                # Waiting behind an open breaker tried nothing: the attempt is given back.
+                "b_refund": 1 if o.outcome == "paused" else 0,
             }
         )
     stmt = (
@@ -358,6 +364,7 @@ def record(
             status=bindparam("b_status"),
             run_at=bindparam("b_run_at"),
             last_error=bindparam("b_error"),
+            attempts=delivery_jobs.c.attempts - bindparam("b_refund"),
             updated_at=bindparam("b_now"),
         )
     )
@@ -374,6 +381,7 @@ def record(
                 "outcome": {
                     "sent": "sent",
                     "retry": "transient",
+                    "paused": "paused",
                     "dead": "failed",
                     "suppressed": "suppressed",
                 }[o.outcome],

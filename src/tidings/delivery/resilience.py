@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# While a probe is out, how soon the messages that found the breaker busy look again.
+PROBE_ANSWER_SECONDS = 1.0
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
@@ -57,10 +59,14 @@ class CircuitBreaker:
         return True
 
     def retry_in(self) -> float:
-        """Seconds until an open breaker lets a probe through (0 when it would now)."""
-        if self.state != OPEN:
-            return 0.0
-        return max(0.0, self.cooldown - (self.clock() - self.opened_at))
+        """Seconds until a send may be let through again: the rest of an open breaker's
+        cooldown; while a probe is out, a short while for its answer (at most the
+        cooldown); 0 when a send would go now."""
+        if self.state == OPEN:
+            return max(0.0, self.cooldown - (self.clock() - self.opened_at))
+        if self.state == HALF_OPEN and self.probing:
+            return min(self.cooldown, PROBE_ANSWER_SECONDS)
+        return 0.0
 
     def success(self) -> None:
         """The provider answered: whenever the send was let through, it works now."""

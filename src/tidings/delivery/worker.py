@@ -23,7 +23,7 @@ from tidings.db.ids import new_id
 from tidings.db.schema import workers
 from tidings.db.types import utcnow
 from tidings.delivery import queue
-from tidings.delivery.channels import Channel, Sent
+from tidings.delivery.channels import Channel, ProvidersPaused, Sent
 from tidings.delivery.providers.base import InvalidRecipientError, OutboundMessage, SendError
 from tidings.delivery.retry import GiveUp, RetryPolicy
 from tidings.delivery.tracking import Tracking, rewrite_html
@@ -182,6 +182,17 @@ class Worker:
             return await self._push(job, channel, message, started)
         try:
             sent = await channel.send(message, via=_webhook_provider(job))
+        except ProvidersPaused as exc:
+            now = utcnow()
+            return queue.JobOutcome(
+                job,
+                "paused",
+                started,
+                now,
+                provider=exc.provider,
+                error=str(exc),
+                retry_at=now + timedelta(seconds=exc.retry_after or 0.0),
+            )
         except SendError as exc:
             return self._failed(
                 job, started, exc.provider, str(exc), exc.permanent, exc.retry_after
