@@ -336,7 +336,7 @@ def dlq() -> None:
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def dlq_list(limit: int, as_json: bool) -> None:
-    from tidings.delivery.queue import dead_letters
+    from tidings.delivery.dead_letters import dead_letters
 
     with _engine() as engine, engine.connect() as conn:
         rows = dead_letters(conn, limit=limit)
@@ -363,7 +363,7 @@ def dlq_list(limit: int, as_json: bool) -> None:
 def dlq_replay(ids: tuple[str, ...], replay_all: bool) -> None:
     """Queue dead letters again (by job or notification id, or --all)."""
     from tidings.db.types import utcnow
-    from tidings.delivery.queue import replay_dead
+    from tidings.delivery.dead_letters import replay_dead
 
     if bool(ids) == replay_all:
         raise click.UsageError("give job or notification ids, or --all (not both)")

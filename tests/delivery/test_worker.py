@@ -16,7 +16,7 @@ from tests.support.work import active_jobs, drain
 from tidings.audit.chain import verify
 from tidings.db.schema import audit_log, delivery_attempts, delivery_jobs, notifications
 from tidings.db.types import utcnow
-from tidings.delivery import queue
+from tidings.delivery import dead_letters, queue
 from tidings.runtime import Runtime
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
@@ -118,7 +118,7 @@ def test_exhausted_retries_become_dead_letters_and_replay_sends_them(
     post(client, refund_authorized("7", customer=JORDAN))
     drain(runtime)
     with runtime.engine.connect() as conn:
-        dead = queue.dead_letters(conn)
+        dead = dead_letters.dead_letters(conn)
     assert [row["channel"] for row in dead] == ["email"]
     assert dead[0]["attempts"] == runtime.settings.retry_max_attempts
     assert "gave up after 4 attempts" in dead[0]["last_error"]
@@ -126,7 +126,7 @@ def test_exhausted_retries_become_dead_letters_and_replay_sends_them(
 
     smtp_server.start()
     with runtime.engine.begin() as conn:
-        replayed = queue.replay_dead(conn, job_ids=None, actor="tester", now=utcnow())
+        replayed = dead_letters.replay_dead(conn, job_ids=None, actor="tester", now=utcnow())
     assert replayed == [dead[0]["id"]]
     drain(runtime)
     assert [m["To"] for m in smtp_server.parsed()] == ["jordan@example.com"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from tidings.audit.chain import AuditEntry, append
 from tidings.db.dialect import upsert
@@ -20,15 +20,13 @@ from tidings.db.schema import (
     customers,
     delivery_attempts,
     delivery_jobs,
-    devices,
     events,
     inbox_messages,
     notifications,
     orders,
-    suppressions,
 )
+from tidings.delivery import job_context
 from tidings.delivery.devices import remove_device
-from tidings.delivery.suppressions import normalize_address
 
 ACTIVE = ("queued", "leased")
 # What receipts move a sent notification to; the worker's own outcome never undoes them.
@@ -174,10 +172,10 @@ def claim(
                 blocked=None,
             )
         )
-    jobs = _with_blocks_and_devices(conn, jobs, [row.parent_id for row in rows])
+    jobs = job_context.with_blocks_and_devices(conn, jobs, [row.parent_id for row in rows])
     carriers = [job.notification_id for job in jobs if job.channel in ("sms", "push")]
     if carriers:
-        riders = _merged_into(conn, carriers)
+        riders = job_context.merged_into(conn, carriers)
         jobs = [
             replace(job, extra={**job.extra, "merged": riders[job.notification_id]})
             if job.notification_id in riders
@@ -186,7 +184,7 @@ def claim(
         ]
     digests = [job.notification_id for job in jobs if job.kind == DIGEST_KIND]
     if digests:
-        items = _digest_items(conn, digests)
+        items = job_context.digest_items(conn, digests)
         jobs = [
             replace(job, extra={**job.extra, "items": items.get(job.notification_id, [])})
             if job.kind == DIGEST_KIND
@@ -194,132 +192,6 @@ def claim(
             for job in jobs
         ]
     return jobs
-
-
-def _with_blocks_and_devices(
-    conn: Connection, jobs: list[ClaimedJob], parents: list[str | None]
-) -> list[ClaimedJob]:
-    """What the batch needs to know beyond its rows, in three set-based look-ups: which
-    addresses are on the suppression list, which escalations were answered, and the
-    active devices of the customers that get push."""
-    # Stored and looked up in one form: a bounce blocks the address however it is written.
-    addresses = {
-        (job.channel, normalize_address(job.channel, job.recipient))
-        for job in jobs
-        if job.recipient
-    }
-    blocked: dict[tuple[str, str], tuple[str, str | None]] = {}
-    if addresses:
-        listed = conn.execute(
-            select(
-                suppressions.c.channel,
-                suppressions.c.address,
-                suppressions.c.reason,
-                suppressions.c.detail,
-            ).where(
-                suppressions.c.address.in_([address for _, address in addresses]),
-                suppressions.c.channel.in_({channel for channel, _ in addresses}),
-            )
-        ).all()
-        blocked = {(row.channel, row.address): (row.reason, row.detail) for row in listed}
-    answered: dict[str, str] = {}
-    wanted = [parent for parent in parents if parent]
-    if wanted:
-        read = conn.execute(
-            select(notifications.c.id, notifications.c.channel).where(
-                notifications.c.id.in_(wanted),
-                notifications.c.status == "acknowledged",
-            )
-        ).all()
-        answered = {row.id: row.channel for row in read}
-    push_customers = {job.customer["id"] for job in jobs if job.channel == "push"}
-    devices_of: dict[str, list[tuple[str, str]]] = {}
-    if push_customers:
-        active = conn.execute(
-            select(devices.c.customer_id, devices.c.kind, devices.c.address)
-            .where(devices.c.customer_id.in_(push_customers), devices.c.removed_at.is_(None))
-            .order_by(devices.c.created_at)
-        ).all()
-        for row in active:
-            devices_of.setdefault(row.customer_id, []).append((row.kind, row.address))
-    result = []
-    for job, parent in zip(jobs, parents, strict=True):
-        reason = None
-        if parent in answered:
-            reason = f"the customer already read the {answered[parent]} message"
-        elif (
-            found := blocked.get((job.channel, normalize_address(job.channel, job.recipient or "")))
-        ) is not None:
-            reason = _suppression_reason(job.channel, *found)
-        result.append(
-            replace(
-                job,
-                blocked=reason,
-                devices=tuple(devices_of.get(job.customer["id"] or "", ())),
-            )
-        )
-    return result
-
-
-def _suppression_reason(channel: str, reason: str, detail: str | None) -> str:
-    said = {
-        "hard_bounce": "the address bounced",
-        "complaint": "the recipient marked our mail as spam",
-        "stop": "the number replied STOP",
-    }.get(reason, reason)
-    text = f"{channel} address is on the suppression list: {said}"
-    return f"{text} ({detail})" if detail else text
-
-
-def _merged_into(conn: Connection, carriers: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Messages merged into each carrier: what the worker needs to write each one's line."""
-    rows = conn.execute(
-        select(
-            notifications.c.parent_id,
-            notifications.c.kind,
-            events.c.ce_id,
-            events.c.type,
-            events.c.time,
-            events.c.received_at,
-            events.c.data,
-        )
-        .join(events, events.c.id == notifications.c.event_id)
-        .where(notifications.c.parent_id.in_(carriers), notifications.c.status == "merged")
-        .order_by(notifications.c.created_at)
-    ).all()
-    riders: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        riders.setdefault(row.parent_id, []).append(
-            {
-                "kind": row.kind,
-                "data": row.data or {},
-                "event": {"id": row.ce_id, "type": row.type, "time": row.time or row.received_at},
-            }
-        )
-    return riders
-
-
-def _digest_items(conn: Connection, parents: list[str]) -> dict[str, list[dict[str, Any]]]:
-    rows = conn.execute(
-        select(
-            notifications.c.parent_id, notifications.c.kind, notifications.c.extra, events.c.data
-        )
-        .join(events, events.c.id == notifications.c.event_id)
-        .where(notifications.c.parent_id.in_(parents))
-        .order_by(notifications.c.created_at)
-    ).all()
-    items: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        data = row.data or {}
-        product = (row.extra or {}).get("product") or {
-            "sku": data.get("sku"),
-            "name": None,
-            "url": None,
-        }
-        items.setdefault(row.parent_id, []).append(
-            {"kind": row.kind, "product": product, "restock_eta": data.get("restock_eta")}
-        )
-    return items
 
 
 def record(
@@ -452,69 +324,3 @@ def record(
         at=now,
     )
     return len(outcomes)
-
-
-def dead_letters(conn: Connection, *, limit: int = 100) -> list[dict[str, Any]]:
-    query = (
-        select(
-            delivery_jobs.c.id,
-            delivery_jobs.c.notification_id,
-            delivery_jobs.c.channel,
-            delivery_jobs.c.attempts,
-            delivery_jobs.c.last_error,
-            delivery_jobs.c.updated_at,
-            notifications.c.kind,
-            notifications.c.recipient,
-        )
-        .join(notifications, notifications.c.id == delivery_jobs.c.notification_id)
-        .where(delivery_jobs.c.status == "dead")
-        .order_by(delivery_jobs.c.updated_at.desc())
-        .limit(limit)
-    )
-    return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def replay_dead(
-    conn: Connection, *, job_ids: Sequence[str] | None, actor: str, now: datetime
-) -> list[str]:
-    """Queue dead jobs again with a fresh attempt budget. ``None`` means every dead job."""
-    query = select(delivery_jobs.c.id, delivery_jobs.c.notification_id).where(
-        delivery_jobs.c.status == "dead"
-    )
-    if job_ids is not None:
-        query = query.where(
-            or_(
-                delivery_jobs.c.id.in_(list(job_ids)),
-                delivery_jobs.c.notification_id.in_(list(job_ids)),
-            )
-        )
-    rows = conn.execute(query).all()
-    if not rows:
-        return []
-    ids = [row.id for row in rows]
-    conn.execute(
-        update(delivery_jobs)
-        .where(and_(delivery_jobs.c.id.in_(ids), delivery_jobs.c.status == "dead"))
-        .values(status="queued", attempts=0, run_at=now, worker_id=None, updated_at=now)
-    )
-    conn.execute(
-        update(notifications)
-        .where(notifications.c.id.in_([row.notification_id for row in rows]))
-        .values(status="queued", reason=None, updated_at=now)
-    )
-    append(
-        conn,
-        [
-            AuditEntry(actor, "delivery.replayed", "notification", row.notification_id, {})
-            for row in rows
-        ],
-        at=now,
-    )
-    return ids
-
-
-def counts_by_status(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(
-        select(delivery_jobs.c.status, func.count()).group_by(delivery_jobs.c.status)
-    ).all()
-    return {status: int(count) for status, count in rows}

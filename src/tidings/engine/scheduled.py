@@ -17,7 +17,7 @@ from tidings.db.types import utcnow
 from tidings.engine import inventory, repository, timers
 from tidings.engine.planning import Facts, plan
 from tidings.engine.rules import Lane, RuleSet
-from tidings.engine.service import NotificationWriter, Settings
+from tidings.engine.writer import NotificationWriter, Settings
 from tidings.events.envelope import CanonicalEvent
 
 log = logging.getLogger(__name__)
