@@ -14,8 +14,8 @@ Counters:
   channel ``in_app`` every sent message is delivered.
 - ``failed``: status failed or dead.
 - ``bounced``, ``complained``, ``acknowledged``: messages in that status.
-- ``attempts``: delivery attempts that finished in the window, of every outcome but
-  ``paused`` (a message that found every provider's breaker open tried nothing);
+- ``attempts``: delivery attempts that finished in the window, of every outcome (a
+  message that only waited behind open breakers made no attempt);
   ``transient_failures``: those among them that failed in a way worth retrying.
 
 Rates (``null`` means unknown, not zero):
@@ -278,7 +278,7 @@ def delivery_report(conn: Connection, *, since: datetime, until: datetime) -> De
             _count(a.outcome == "transient").label("transient"),
         )
         .select_from(delivery_attempts.join(delivery_jobs, delivery_jobs.c.id == a.job_id))
-        .where(_within(a.finished_at, since, until), a.outcome != "paused")
+        .where(_within(a.finished_at, since, until))
         .group_by(delivery_jobs.c.channel, a.provider)
     ).all()
 

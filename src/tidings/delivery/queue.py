@@ -241,6 +241,11 @@ def record(
         )
     )
     conn.execute(stmt, job_updates)
+    # A message that waited behind open breakers tried nothing: no attempt, no audit entry
+    # (a long outage would otherwise write one of each per message per cooldown).
+    tried = [o for o in outcomes if o.outcome != "paused"]
+    if not tried:
+        return len(outcomes)
     conn.execute(
         delivery_attempts.insert(),
         [
@@ -253,7 +258,6 @@ def record(
                 "outcome": {
                     "sent": "sent",
                     "retry": "transient",
-                    "paused": "paused",
                     "dead": "failed",
                     "suppressed": "suppressed",
                 }[o.outcome],
@@ -262,7 +266,7 @@ def record(
                 "started_at": o.started_at,
                 "finished_at": o.finished_at,
             }
-            for o in outcomes
+            for o in tried
         ],
     )
     final = [o for o in outcomes if o.outcome in ("sent", "dead", "suppressed")]
@@ -319,7 +323,7 @@ def record(
                     **({"error": o.error} if o.error else {}),
                 },
             )
-            for o in outcomes
+            for o in tried
         ],
         at=now,
     )
