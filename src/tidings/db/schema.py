@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     ForeignKey,
     Index,
@@ -385,4 +386,80 @@ receipts = Table(
     Column("detail", Text),
     Column("received_at", UTCDateTime, nullable=False),
     Index("ix_receipts_notification_id", "notification_id"),
+)
+
+
+# --- Billing: payments, refunds, the double-entry ledger ----------------------------------
+
+# A captured payment. ``refunded`` is what its refunds hold (in flight or succeeded); the
+# database refuses to let it pass ``captured``, whatever the application believes.
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("store", String(64), nullable=False),
+    Column("order_id", String(128)),
+    Column("customer_id", String(128)),
+    Column("gateway", String(32), nullable=False),
+    Column("gateway_payment_id", String(255)),
+    Column("currency", String(3), nullable=False),
+    Column("captured", BigInteger, nullable=False),
+    Column("refunded", BigInteger, nullable=False),
+    Column("method", String(32)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("captured >= 0", name="captured_not_negative"),
+    CheckConstraint("refunded >= 0 AND refunded <= captured", name="refunded_within_captured"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("payment_id", String(128), ForeignKey("payments.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # requested | pending_approval | approved | rejected | submitted | authorized |
+    # succeeded | failed | canceled | reversed
+    Column("status", String(32), nullable=False),
+    Column("reason_code", String(64), nullable=False),
+    Column("reason", Text),
+    Column("lines", JSONType),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("approvals", JSONType, nullable=False),  # [{"actor", "at"}]
+    Column("decided_reason", Text),
+    Column("gateway_refund_id", String(255)),
+    Column("failure_reason", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    UniqueConstraint("requested_by", "idempotency_key", name="uq_refunds_requested_by"),
+    Index("ix_refunds_payment_id", "payment_id"),
+    Index("ix_refunds_status", "status"),
+)
+
+# One journal transaction: its lines sum to zero per currency.
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),  # capture | refund | reversal | fee | write_off
+    Column("reference", String(128), nullable=False),
+    Column("description", Text),
+    Index("ix_ledger_transactions_reference", "reference"),
+)
+
+# Amounts in minor units: debits positive, credits negative.
+ledger_lines = Table(
+    "ledger_lines",
+    metadata,
+    Column("id", _BigIntId, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(32), ForeignKey("ledger_transactions.id"), nullable=False),
+    Column("account", String(128), nullable=False),  # store:currency:name
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_ledger_lines_transaction_id", "transaction_id"),
+    Index("ix_ledger_lines_account", "account"),
 )
