@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -20,7 +20,17 @@ from tidings.config import Settings, store_branding
 from tidings.templates.catalogue import CHANNEL_PARTS
 
 console = Console()
+T = TypeVar("T")
 IMPORT_CHUNK = 1000
+
+
+def _check(start: Callable[[Settings], T], settings: Settings) -> T:
+    """Settings that cannot work (a provider without its credentials, a rules file that does
+    not load) end the command with what to fix, not a traceback."""
+    try:
+        return start(settings)
+    except ValueError as exc:
+        raise click.ClickException(f"configuration: {exc}") from exc
 
 
 def _settings() -> Settings:
@@ -56,9 +66,11 @@ def migrate() -> None:
 @click.option("--demo", is_flag=True, help="Ensure a demo API key and demo data, print the key.")
 def serve(host: str | None, port: int | None, no_worker: bool, demo: bool) -> None:
     """Run the API, the delivery worker and the pages in one process."""
+    from tidings.runtime import check_providers
     from tidings.serve import serve as run_server
 
     settings = _settings()
+    _check(check_providers, settings)
     run_server(
         settings,
         host=host or settings.host,
@@ -73,7 +85,7 @@ def worker() -> None:
     """Run a delivery worker. Any number may share one PostgreSQL database."""
     from tidings.runtime import build_runtime
 
-    runtime = build_runtime(_settings())
+    runtime = _check(build_runtime, _settings())
     instance = runtime.new_worker()
 
     async def run() -> None:

@@ -209,7 +209,36 @@ class ConfigError(ValueError):
     """Settings that name a provider without what it needs."""
 
 
+# What each provider needs before a worker can use it.
+PROVIDER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "postmark": ("postmark_server_token",),
+    "twilio": ("twilio_account_sid", "twilio_auth_token", "twilio_from"),
+    "vonage": ("vonage_api_key", "vonage_api_secret", "vonage_from"),
+    "fcm": ("fcm_service_account_file",),
+    "webpush": ("vapid_private_key",),
+}
+
+
+def check_providers(settings: Settings) -> None:
+    """Fail at start, not at the first send, when a named provider lacks its settings."""
+    named = [
+        *provider_names(settings.email_providers),
+        *provider_names(settings.sms_providers),
+        *provider_names(settings.push_providers),
+    ]
+    for name in named:
+        for field_name in PROVIDER_SETTINGS.get(name, ()):
+            if getattr(settings, field_name) in (None, ""):
+                raise ConfigError(
+                    f"TIDINGS_{field_name.upper()} must be set to send with {name}"
+                )
+    path = settings.fcm_service_account_file
+    if "fcm" in named and path is not None and not Path(path).is_file():
+        raise ConfigError(f"TIDINGS_FCM_SERVICE_ACCOUNT_FILE: no file at {path}")
+
+
 def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtime:
+    check_providers(settings)
     engine = engine or create_db_engine(settings.database_url)
     rules = load_rules(settings.rules_path)
     store = TemplateStore(override_dir=settings.templates_path)
