@@ -287,30 +287,19 @@ def _timing(
     *,
     staff: bool = False,
 ) -> policy.Timing:
-    if staff:
-        # The store's own people and systems: their rule's window, no quiet hours.
-        return policy.send_time(
-            now=now,
-            channel=channel,
-            critical=rule.critical,
-            time_zone=recipient.time_zone,
-            quiet_hours=None,
-            defer_email=False,
-            window=rule.window,
-            hold=rule.hold,
-        )
     if digest:
         hour = recipient.digest_hour if recipient.digest_hour is not None else store.digest_hour
         at = policy.next_digest_at(now, recipient.time_zone, hour)
         return policy.Timing(at, f"in the daily digest at {hour:02d}:00")
+    # The store's own people and systems keep the rule's window, but no quiet hours.
     quiet = recipient.quiet_hours if recipient.has_own_quiet_hours else store.quiet_hours
     return policy.send_time(
         now=now,
         channel=channel,
         critical=rule.critical,
         time_zone=recipient.time_zone,
-        quiet_hours=quiet,
-        defer_email=store.defer_email_in_quiet_hours,
+        quiet_hours=None if staff else quiet,
+        defer_email=store.defer_email_in_quiet_hours and not staff,
         window=rule.window,
         hold=rule.hold,
     )
