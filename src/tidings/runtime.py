@@ -229,9 +229,7 @@ def check_providers(settings: Settings) -> None:
     for name in named:
         for field_name in PROVIDER_SETTINGS.get(name, ()):
             if getattr(settings, field_name) in (None, ""):
-                raise ConfigError(
-                    f"TIDINGS_{field_name.upper()} must be set to send with {name}"
-                )
+                raise ConfigError(f"TIDINGS_{field_name.upper()} must be set to send with {name}")
     path = settings.fcm_service_account_file
     if "fcm" in named and path is not None and not Path(path).is_file():
         raise ConfigError(f"TIDINGS_FCM_SERVICE_ACCOUNT_FILE: no file at {path}")

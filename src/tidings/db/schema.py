@@ -428,6 +428,8 @@ refunds = Table(
     Column("idempotency_key", String(255), nullable=False),
     Column("requested_by", String(128), nullable=False),
     Column("approvals", JSONType, nullable=False),  # [{"actor", "at"}]
+    # How many distinct approvers the policy asked for when the refund was requested.
+    Column("approvals_needed", Integer, nullable=False),
     Column("decided_reason", Text),
     Column("gateway_refund_id", String(255)),
     Column("failure_reason", Text),
@@ -445,7 +447,9 @@ ledger_transactions = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("at", UTCDateTime, nullable=False),
-    Column("kind", String(32), nullable=False),  # capture | refund | reversal | fee | write_off
+    # capture | refund_authorized | refund_succeeded | refund_released | refund_reversed |
+    # fee | write_off (tidings.billing.ledger)
+    Column("kind", String(32), nullable=False),
     Column("reference", String(128), nullable=False),
     Column("description", Text),
     Index("ix_ledger_transactions_reference", "reference"),

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(length=255), nullable=False),
         sa.Column("requested_by", sa.String(length=128), nullable=False),
         sa.Column("approvals", JSONType, nullable=False),
+        sa.Column("approvals_needed", sa.Integer(), nullable=False),
         sa.Column("decided_reason", sa.Text(), nullable=True),
         sa.Column("gateway_refund_id", sa.String(length=255), nullable=True),
         sa.Column("failure_reason", sa.Text(), nullable=True),

@@ -1,0 +1,1 @@
+"""Payment gateways: one adapter per gateway behind one interface (base.py)."""
