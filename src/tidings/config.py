@@ -187,6 +187,17 @@ class Settings(BaseSettings):
 
     # --- end of delivery providers --------------------------------------------------------
 
+    # --- Billing --------------------------------------------------------------------------
+    billing_store: str = Field(default="default", description="Store the ledger accounts.")
+    billing_gateway: Literal["sandbox"] = Field(
+        default="sandbox", description="Refund gateway; the sandbox simulates outcomes."
+    )
+    refund_approvals: str = Field(
+        default='{"default": {"auto_approve_up_to": 5000, "second_approver_above": 50000}}',
+        description='JSON per currency: {"EUR": {"auto_approve_up_to": 5000, '
+        '"second_approver_above": 50000}, "default": {...}} (minor units)',
+    )
+
     def webhook_secrets(self) -> dict[str, str | None]:
         names = ("shopify", "stripe", "aftership", "easypost", "returns")
         secrets: dict[str, str | None] = {}

@@ -12,6 +12,10 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from tidings.api.keys import KeyVerifier
+from tidings.billing.approvals import ApprovalPolicy
+from tidings.billing.context import Billing
+from tidings.billing.gateways.sandbox import SandboxGateway
+from tidings.billing.service import Emitter
 from tidings.config import Settings, provider_names, store_branding
 from tidings.db.engine import create_db_engine
 from tidings.delivery.channels import Channel, Route
@@ -55,6 +59,7 @@ class Runtime:
     webhooks: Webhooks
     keys: KeyVerifier
     wakeup: Wakeup
+    billing: Billing
     sink: MailSink | None = None
     workers: list[Worker] = field(default_factory=list)
     # Wakes the live inbox streams served by this process when its worker writes messages.
@@ -255,6 +260,12 @@ def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtim
         settings.webhook_secrets(),
         Strictness(settings.source_strictness),
     )
+    billing = Billing(
+        store=settings.billing_store,
+        gateway=SandboxGateway(),
+        approvals=ApprovalPolicy.from_settings(settings.refund_approvals),
+        emitter=Emitter(rules, DeliveryDefaults(max_attempts=settings.retry_max_attempts)),
+    )
     return Runtime(
         settings=settings,
         engine=engine,
@@ -264,6 +275,7 @@ def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtim
         webhooks=webhooks,
         keys=KeyVerifier(engine),
         wakeup=wakeup,
+        billing=billing,
     )
 
 
