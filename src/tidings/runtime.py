@@ -16,6 +16,7 @@ from tidings.billing.approvals import ApprovalPolicy
 from tidings.billing.context import Billing
 from tidings.billing.gateways.sandbox import SandboxGateway
 from tidings.billing.service import Emitter
+from tidings.billing.submission import BillingTick
 from tidings.config import Settings, provider_names, store_branding
 from tidings.db.engine import create_db_engine
 from tidings.delivery.channels import Channel, Route
@@ -159,6 +160,8 @@ class Runtime:
     def new_worker(self) -> Worker:
         s = self.settings
         client = new_client(timeout=s.http_timeout)
+        # Approved refunds go to the gateway between batches (billing/submission.py).
+        billing_tick = BillingTick(self.engine, self.billing)
         worker = Worker(
             self.engine,
             channels=self.channels(client),
@@ -174,8 +177,11 @@ class Runtime:
                 store=store_branding(s),
             ),
             wakeup=self.wakeup,
-            on_tick=lambda: run_due(
-                self.engine, rules=self.rules, max_attempts=s.retry_max_attempts, actor="engine"
+            on_tick=lambda: (
+                run_due(
+                    self.engine, rules=self.rules, max_attempts=s.retry_max_attempts, actor="engine"
+                )
+                + billing_tick()
             ),
         )
         self.workers.append(worker)

@@ -35,6 +35,10 @@ SCOPES = {
     "dlq:write": "replay dead letters",
     "audit:read": "read and verify the audit log",
     "metrics:read": "read delivery metrics",
+    "refunds:read": "read refunds",
+    "refunds:write": "request and cancel refunds",
+    "refunds:approve": "approve and reject refunds",
+    "billing:read": "read the ledger",
     "admin": "everything",
 }
 

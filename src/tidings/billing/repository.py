@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select, update
+from sqlalchemy import Connection, RowMapping, and_, or_, select, update
 
 from tidings.db.schema import payments, refunds
 
@@ -150,15 +150,78 @@ def list_refunds(
     *,
     status: str | None = None,
     payment_id: str | None = None,
+    created_from: datetime | None = None,
+    created_to: datetime | None = None,
     after: str | None = None,
     limit: int = 50,
 ) -> list[Refund]:
-    """Refunds newest first; ``after`` is the last id of the previous page (ids sort by time)."""
+    """Refunds newest first, created in ``[created_from, created_to)`` when given; ``after``
+    is the last id of the previous page (ids sort by time)."""
     query = select(refunds).order_by(refunds.c.id.desc()).limit(limit)
+    if created_from is not None:
+        query = query.where(refunds.c.created_at >= created_from)
+    if created_to is not None:
+        query = query.where(refunds.c.created_at < created_to)
     if status is not None:
         query = query.where(refunds.c.status == status)
     if payment_id is not None:
         query = query.where(refunds.c.payment_id == payment_id)
     if after is not None:
         query = query.where(refunds.c.id < after)
+    return [_refund(row) for row in conn.execute(query).mappings()]
+
+
+def claim_refunds(
+    conn: Connection, *, status: str, new_status: str, now: datetime, limit: int
+) -> list[Refund]:
+    """Move up to ``limit`` refunds from ``status`` to ``new_status``, oldest change first,
+    and return them as moved.
+
+    PostgreSQL skips rows another claimer has locked (FOR UPDATE SKIP LOCKED), so
+    concurrent workers take different refunds without waiting; SQLite runs one writer at
+    a time. The status guard in the UPDATE itself means a refund is moved once.
+    """
+    due = (
+        select(refunds.c.id)
+        .where(refunds.c.status == status)
+        .order_by(refunds.c.updated_at, refunds.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = (
+        conn.execute(
+            update(refunds)
+            .where(refunds.c.id.in_(due.scalar_subquery()), refunds.c.status == status)
+            .values(status=new_status, updated_at=now)
+            .returning(*refunds.c)
+        )
+        .mappings()
+        .all()
+    )
+    return sorted((_refund(row) for row in rows), key=lambda refund: refund.id)
+
+
+def refunds_to_reconcile(
+    conn: Connection,
+    *,
+    in_flight: tuple[str, ...],
+    settled: str,
+    changed_before: datetime,
+    settled_since: datetime,
+    limit: int,
+) -> list[Refund]:
+    """Refunds in an ``in_flight`` state, and ``settled`` ones that changed since
+    ``settled_since``, all last changed before ``changed_before``; oldest change first."""
+    query = (
+        select(refunds)
+        .where(
+            refunds.c.updated_at <= changed_before,
+            or_(
+                refunds.c.status.in_(in_flight),
+                and_(refunds.c.status == settled, refunds.c.updated_at >= settled_since),
+            ),
+        )
+        .order_by(refunds.c.updated_at, refunds.c.id)
+        .limit(limit)
+    )
     return [_refund(row) for row in conn.execute(query).mappings()]
