@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -112,7 +113,7 @@ class HttpStub:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -132,6 +133,18 @@ class HttpStub:
     def taken(self) -> list[Request]:
         with self._lock:
             return list(self.requests)
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's backlog of 5 overflows when a worker opens a batch's connections at
+    # once; the kernel then drops SYNs (a 1 s stall, or a reset) no real front end would.
+    request_queue_size = 256
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up on a hanging reply is gone when the reply is written: that
+        # is the fault playing out, not an error of the stand-in.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _free_port() -> int:

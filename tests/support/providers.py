@@ -21,7 +21,6 @@ copy. Counting both is how the tests bound the duplicates at-least-once delivery
 from __future__ import annotations
 
 import abc
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -40,7 +39,6 @@ from tests.support.http_stub import HttpStub, Reply, Request
 # Twilio Messages resource: our StatusCallback carries ``?notification=<stable id>``.
 TWILIO_CALLBACK_PARAMETER = "notification"
 PUBLIC_URL = "https://tidings.example.com"
-LISTEN_BACKLOG = 256
 
 
 @dataclass(frozen=True)
@@ -94,26 +92,7 @@ class ProviderApi(abc.ABC):
 
     def start(self) -> ProviderApi:
         self.server.start()
-        self._tune_listener()
         return self
-
-    def _tune_listener(self) -> None:
-        listening = self.server._server
-        if listening is None:
-            return
-        # socketserver listens with a backlog of 5: a worker opening a batch's connections
-        # at once overflows it, and the kernel drops SYNs (a 1 s stall, or a reset) that no
-        # real provider's front end would. A listening socket takes a new backlog in place.
-        listening.socket.listen(LISTEN_BACKLOG)
-        report = listening.handle_error
-
-        def handle_error(request: Any, client_address: Any) -> None:
-            # A client that gave up on a hanging reply is gone when the reply is written:
-            # that is the fault playing out, not an error of the stand-in.
-            if not isinstance(sys.exc_info()[1], ConnectionError):
-                report(request, client_address)
-
-        listening.handle_error = handle_error  # type: ignore[method-assign]
 
     @property
     def url(self) -> str:
