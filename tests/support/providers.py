@@ -103,7 +103,6 @@ class ProviderApi(abc.ABC):
 
     def up(self) -> None:
         self.server.up()
-        self._tune_listener()
 
     def __call__(self, request: Request) -> Reply:
         # One request at a time through the checks and the record; the hang and the cut
