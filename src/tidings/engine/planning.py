@@ -25,7 +25,7 @@ SUPPRESSED = "suppressed"
 WAITING = frozenset({QUEUED, SCHEDULED, HELD})
 MERGED = "merged"
 MERGING_CHANNELS = frozenset({"sms", "push"})
-# Between routing and timing only: a later channel of an escalation ("step:first").
+# Between routing and timing only: a later channel of an escalation (reason: the first).
 ESCALATION = "escalation"
 Gate = tuple[str, str | None]
 BUDGET_REASON = "the per-order contact budget for today is used up"
@@ -179,8 +179,7 @@ def _route(rule: Rule, gates: dict[str, tuple[str, str | None]]) -> dict[str, Ga
         elif rule.routing == "first_available":
             routed[channel] = (SUPPRESSED, f"sent by {first}, the first channel that reaches them")
         else:
-            step = usable.index(channel)
-            routed[channel] = (ESCALATION, f"{step}:{first}")
+            routed[channel] = (ESCALATION, first)
     return routed
 
 
@@ -195,6 +194,7 @@ def _notifications(
     identity = business_identity(event)
     who = recipient.customer_id if recipient else None
     planned = []
+    step = 0  # escalations follow the channel order: the n-th waits n deadlines
     for channel, (status, reason) in gates.items():
         timing = policy.Timing(facts.now)
         digest = False
@@ -204,9 +204,9 @@ def _notifications(
             digest = not staff and rule.digest and rule.category in recipient.digest_categories
             timing = _timing(rule, channel, recipient, store, facts.now, digest, staff=staff)
             if status == ESCALATION:
-                step, first = str(reason).split(":", 1)
+                first, step = str(reason), step + 1
                 # The rules parser pairs routing: escalate with escalate_after.
-                wait = facts.now + (rule.escalate_after or timedelta(0)) * int(step)
+                wait = facts.now + (rule.escalate_after or timedelta(0)) * step
                 local = wait.astimezone(policy.zone(recipient.time_zone))
                 timing = policy.Timing(
                     max(timing.at, wait),
