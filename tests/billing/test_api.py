@@ -334,6 +334,12 @@ ROUTES = [
     ("post", "/refunds/re_none/reject", "refunds:approve"),
     ("post", "/refunds/re_none/cancel", "refunds:write"),
     ("get", "/ledger/trial-balance", "billing:read"),
+    ("get", "/retry-policies", "billing:read"),
+    ("put", "/retry-policies/default", "billing:write"),
+    ("get", "/retry-workflows", "retries:read"),
+    ("get", "/retry-workflows/rw_none", "retries:read"),
+    ("post", "/retry-workflows/rw_none/retry-now", "retries:write"),
+    ("post", "/retry-workflows/rw_none/cancel", "retries:write"),
 ]
 
 
@@ -342,7 +348,9 @@ def test_every_route_needs_its_scope(
     client: TestClient, runtime: Runtime, method: str, path: str, needed: str
 ) -> None:
     url = f"{PREFIX}{path}"
-    body = {"reason": "no"} if path.endswith("reject") else None
+    body: dict[str, Any] | None = {"reason": "no"} if path.endswith(("reject", "cancel")) else None
+    if method == "put":
+        body = {"max_attempts": 2}
     anonymous = client.request(method, url, json=body, headers={"Authorization": ""})
     assert anonymous.status_code == 401
     assert anonymous.json()["code"] == "missing_credentials"
@@ -381,6 +389,12 @@ def test_the_openapi_document_has_an_example_for_every_body(client: TestClient) 
         ("post", "/refunds/{refund_id}/reject"),
         ("post", "/refunds/{refund_id}/cancel"),
         ("get", "/ledger/trial-balance"),
+        ("get", "/retry-policies"),
+        ("put", "/retry-policies/{name}"),
+        ("get", "/retry-workflows"),
+        ("get", "/retry-workflows/{workflow_id}"),
+        ("post", "/retry-workflows/{workflow_id}/retry-now"),
+        ("post", "/retry-workflows/{workflow_id}/cancel"),
     }
     bodies = 0
     for (method, path), operation in operations.items():

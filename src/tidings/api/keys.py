@@ -38,7 +38,10 @@ SCOPES = {
     "refunds:read": "read refunds",
     "refunds:write": "request and cancel refunds",
     "refunds:approve": "approve and reject refunds",
-    "billing:read": "read the ledger",
+    "billing:read": "read the ledger, analytics and retry policies",
+    "billing:write": "change retry policies",
+    "retries:read": "read payment retry workflows",
+    "retries:write": "retry payments now and cancel retry workflows",
     "admin": "everything",
 }
 

@@ -62,6 +62,7 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 _STATUS = {
     "payment_not_found": 404,
     "refund_not_found": 404,
+    "retry_workflow_not_found": 404,
     "illegal_transition": 409,
     "idempotency_conflict": 409,
     "refund_exceeds_captured": 409,

@@ -15,6 +15,7 @@ Accounts are named ``<store>:<currency>:<name>``:
 - ``customer_refunds_payable`` (liability): refunds the store owes and has not paid out.
 - ``fees`` (expense): what the gateway keeps for itself.
 - ``bad_debt`` (expense): amounts written off as never to be collected.
+- ``accounts_receivable`` (asset): payments due that failed and are being recovered.
 
 Postings:
 
@@ -31,6 +32,14 @@ Postings:
 - fee: debit fees, credit gateway_clearing.
 - write-off: debit bad_debt, credit gateway_clearing (an amount the gateway will never
   settle).
+- payment due (a payment failed and its recovery began): debit accounts_receivable,
+  credit revenue. The sale stands; the customer owes it.
+- payment collected (a retry, or the customer, paid it): debit gateway_clearing, credit
+  accounts_receivable. With the payment due this is what a capture posts, in two steps.
+- payment due canceled (the order was canceled, or the recovery stopped): the exact
+  opposite of the payment due.
+- receivable written off (the policy marks it uncollectible): debit bad_debt, credit
+  accounts_receivable.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ ACCOUNTS = (
     "refunds",
     "fees",
     "bad_debt",
+    "accounts_receivable",
 )
 KINDS = (
     "capture",
@@ -61,6 +71,10 @@ KINDS = (
     "refund_reversed",
     "fee",
     "write_off",
+    "payment_due",
+    "payment_collected",
+    "payment_due_canceled",
+    "receivable_written_off",
 )
 
 
@@ -120,6 +134,22 @@ def fee(store: str, currency: str, amount: int) -> list[Line]:
 
 def write_off(store: str, currency: str, amount: int) -> list[Line]:
     return _pair(store, currency, "bad_debt", "gateway_clearing", amount)
+
+
+def payment_due(store: str, currency: str, amount: int) -> list[Line]:
+    return _pair(store, currency, "accounts_receivable", "revenue", amount)
+
+
+def payment_collected(store: str, currency: str, amount: int) -> list[Line]:
+    return _pair(store, currency, "gateway_clearing", "accounts_receivable", amount)
+
+
+def payment_due_canceled(store: str, currency: str, amount: int) -> list[Line]:
+    return opposite(payment_due(store, currency, amount))
+
+
+def receivable_written_off(store: str, currency: str, amount: int) -> list[Line]:
+    return _pair(store, currency, "bad_debt", "accounts_receivable", amount)
 
 
 # A refund's move (state before, state after) → what it posts; the kind is the name.

@@ -51,6 +51,9 @@ class Refund:
     failure_reason: str | None
     created_at: datetime
     updated_at: datetime
+    approved_at: datetime | None = None
+    authorized_at: datetime | None = None
+    succeeded_at: datetime | None = None
 
 
 def _payment(row: RowMapping) -> Payment:

@@ -64,11 +64,16 @@ def record_capture(
     now: datetime,
     actor: str,
     gateway_payment_id: str | None = None,
+    posting: Literal["capture", "payment_collected"] = "capture",
 ) -> Payment:
-    """Store a captured payment and post the capture; the same capture again is a no-op."""
+    """Store a captured payment and post the capture; the same capture again is a no-op.
+
+    ``payment_collected``: a payment recovered after it failed, whose revenue was posted
+    with its receivable when it failed (ledger.py), so only the receivable is settled.
+    """
     positive_amount(amount)
     try:
-        lines = ledger.capture(store, currency, amount)
+        lines = getattr(ledger, posting)(store, currency, amount)
     except ValueError as exc:
         raise BillingError("invalid_payment", f"{exc}.") from exc
     existing = repository.get_payment(conn, payment_id)
@@ -99,7 +104,7 @@ def record_capture(
             "updated_at": now,
         },
     )
-    txn = ledger.post(conn, kind="capture", reference=payment_id, lines=lines, at=now)
+    txn = ledger.post(conn, kind=posting, reference=payment_id, lines=lines, at=now)
     detail = {"amount": amount, "currency": currency, "gateway": gateway, "ledger": txn}
     append(conn, [AuditEntry(actor, "payment.captured", "payment", payment_id, detail)], at=now)
     return _stored_payment(conn, payment_id)
@@ -165,6 +170,7 @@ def request_refund(
         "approvals_needed": approvals_needed,
         "created_at": now,
         "updated_at": now,
+        "approved_at": now if status == "approved" else None,
     }
     try:
         # A savepoint, so that when a concurrent request with the same key wins the
@@ -208,12 +214,23 @@ def _get(conn: Connection, refund_id: str, *, lock: bool = False) -> Refund:
     return refund
 
 
+# The moments analytics measures approval time and time to refund by.
+_MILESTONES = {
+    "approved": "approved_at",
+    "authorized": "authorized_at",
+    "succeeded": "succeeded_at",
+}
+
+
 def _move(conn: Connection, refund: Refund, action: str, now: datetime, **values: Any) -> str:
     """Apply ``action``; a refund that stops holding its amount gives it back."""
     state = transition(refund.status, action)
     if holds_amount(refund.status) and not holds_amount(state):
         if not repository.release_refund_amount(conn, refund.payment_id, refund.amount, now):
             raise RuntimeError(f"payment {refund.payment_id} holds less than refund {refund.id}")
+    milestone = _MILESTONES.get(state)
+    if milestone is not None:
+        values[milestone] = now
     repository.update_refund(conn, refund.id, refund.status, status=state, **values)
     return state
 

@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 
 from tidings.audit.chain import AuditEntry, append
-from tidings.billing import repository, service
+from tidings.billing import payment_feed, repository, retry_runner, service
 from tidings.billing.context import Billing
 from tidings.billing.gateways.base import GatewayError, GatewayRefund, GatewayTimeout
 from tidings.billing.refunds import transition
@@ -155,8 +155,9 @@ def reconcile(
 
 @dataclass
 class BillingTick:
-    """Billing's share of a worker tick: submit approved refunds every time, reconcile
-    at most every ``reconcile_every``. Returns how many refunds it submitted or moved,
+    """Billing's share of a worker tick: act on new payment events, submit approved
+    refunds and attempt due payment retries every time, reconcile refunds at most every
+    ``reconcile_every``. Returns how many refunds it submitted or moved,
     so an idle tick counts zero."""
 
     engine: Engine
@@ -168,7 +169,14 @@ class BillingTick:
 
     def __call__(self) -> int:
         now = utcnow()
-        done = submit_due(self.engine, self.billing, now=now, actor=self.actor)
+        retries = self.billing.retries
+        # Events first: a payment that failed or was captured since the last tick is
+        # known before anything is charged or refunded.
+        done = payment_feed.apply_pending(self.engine, retries, now=now, actor=self.actor)
+        done += submit_due(self.engine, self.billing, now=now, actor=self.actor)
+        done += retry_runner.run_due(
+            self.engine, retries, self.billing.retry_gateway, now=now, actor=self.actor
+        )
         if self._next_reconcile is None or now >= self._next_reconcile:
             self._next_reconcile = now + self.reconcile_every
             done += reconcile(

@@ -435,6 +435,10 @@ refunds = Table(
     Column("failure_reason", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When each milestone was reached, for approval and time-to-refund analytics.
+    Column("approved_at", UTCDateTime),
+    Column("authorized_at", UTCDateTime),
+    Column("succeeded_at", UTCDateTime),
     CheckConstraint("amount > 0", name="amount_positive"),
     UniqueConstraint("requested_by", "idempotency_key", name="uq_refunds_requested_by"),
     Index("ix_refunds_payment_id", "payment_id"),
@@ -466,4 +470,90 @@ ledger_lines = Table(
     Column("amount", BigInteger, nullable=False),
     Index("ix_ledger_lines_transaction_id", "transaction_id"),
     Index("ix_ledger_lines_account", "account"),
+)
+
+# --- Billing: payment retries (dunning) -----------------------------------------------------
+
+# A named retry policy (tidings.billing.retry_policy). A workflow keeps a copy of the
+# policy it was opened under, so editing one never changes a schedule already promised.
+payment_retry_policies = Table(
+    "payment_retry_policies",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("policy", JSONType, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One failed payment being recovered. Open states: failed | retry_scheduled | retrying;
+# final: recovered | exhausted | canceled (tidings.billing.retries).
+payment_retry_workflows = Table(
+    "payment_retry_workflows",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("store", String(64), nullable=False),
+    Column("payment_id", String(128), nullable=False),
+    Column("order_id", String(128)),
+    Column("customer_id", String(128)),
+    Column("gateway", String(32), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("policy", JSONType, nullable=False),
+    # Attempts this workflow made; the failure that opened it is attempt 0.
+    Column("attempts", Integer, nullable=False),
+    Column("network", String(32)),
+    Column("decline_code", String(64)),
+    Column("next_attempt_at", UTCDateTime),
+    # What happened at the end: cancel_order | mark_uncollectible | escalate, or why it
+    # stopped (order canceled, refund or dispute opened, ...).
+    Column("final_action", String(32)),
+    Column("closed_reason", Text),
+    Column("opened_by_event", String(32)),
+    Column("recovered_amount", BigInteger),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    Index("ix_payment_retry_workflows_due", "status", "next_attempt_at"),
+    Index("ix_payment_retry_workflows_order_id", "order_id"),
+    # At most one open workflow per payment: a repeated failure report joins it.
+    Index(
+        "uq_payment_retry_workflows_open_payment",
+        "payment_id",
+        unique=True,
+        sqlite_where=text("status IN ('failed', 'retry_scheduled', 'retrying')"),
+        postgresql_where=text("status IN ('failed', 'retry_scheduled', 'retrying')"),
+    ),
+)
+
+# Every attempt with its outcome; number 0 is the failure reported by the source.
+payment_retry_attempts = Table(
+    "payment_retry_attempts",
+    metadata,
+    Column("id", _BigIntId, primary_key=True, autoincrement=True),
+    Column("workflow_id", String(32), ForeignKey("payment_retry_workflows.id"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("gateway", String(32), nullable=False),
+    # approved | declined | unknown (timed out: asked again with the same key)
+    Column("outcome", String(16), nullable=False),
+    Column("decline_code", String(64)),
+    Column("category", String(8)),  # hard | soft
+    Column("network", String(32)),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    UniqueConstraint("workflow_id", "number", name="uq_payment_retry_attempts_number"),
+)
+
+# Stored events billing has acted on (payment.captured, payment.failed, order.canceled,
+# ...): the primary key makes each one count once, whichever worker gets to it.
+billing_applied_events = Table(
+    "billing_applied_events",
+    metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column("applied_at", UTCDateTime, nullable=False),
+    Column("outcome", String(64), nullable=False),
 )
