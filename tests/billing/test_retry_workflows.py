@@ -22,7 +22,7 @@ from tidings.billing.gateways.sandbox import SandboxGateway
 from tidings.billing.retry_policy import RetryPolicy
 from tidings.billing.retry_repository import Workflow
 from tidings.billing.retry_service import Failure, RetryContext
-from tidings.db.schema import billing_applied_events, events
+from tidings.db.schema import billing_inbox, events
 from tidings.events.envelope import CanonicalEvent
 from tidings.intake.service import ingest
 
@@ -376,7 +376,7 @@ def test_a_failed_payment_event_opens_one_workflow_however_often_it_is_applied(
     assert payment_feed.apply_pending(engine, context(), now=NOW) == 0
     with engine.connect() as conn:
         [workflow] = repo.list_workflows(conn)
-        outcome = conn.execute(select(billing_applied_events.c.outcome)).scalars().all()
+        outcome = conn.execute(select(billing_inbox.c.outcome)).scalars().all()
     assert (workflow.customer_id, workflow.network, workflow.status) == (
         "cus_9",
         "visa",
@@ -444,7 +444,7 @@ def test_a_refused_event_is_kept_with_its_reason_and_not_tried_forever(engine: E
     post(engine, event("payment.failed", "pf-0", bad))
     assert payment_feed.apply_pending(engine, context(), now=NOW) == 1
     with engine.connect() as conn:
-        outcome = conn.execute(select(billing_applied_events.c.outcome)).scalar_one()
+        outcome = conn.execute(select(billing_inbox.c.outcome)).scalar_one()
         workflows = conn.execute(select(func.count()).select_from(repo.workflows)).scalar_one()
     assert outcome == "refused: invalid_amount"
     assert workflows == 0

@@ -1,10 +1,11 @@
 """Billing acts on stored events like the engine does: payments captured and failed,
 orders canceled, refunds and disputes opened, payment methods updated.
 
-Events reach billing through the events table, not through a call from intake: intake
-stays one-way (DESIGN.md, "Flow"), an event is acted on even if it was stored while no
-worker ran, and ``billing_applied_events`` makes each one count once, whichever worker
-gets to it first (its primary key decides, in the same transaction as the move).
+Intake queues the events billing wants (tidings.events.feeds) in ``billing_inbox`` in
+the transaction that stores them, so intake stays one-way (DESIGN.md, "Flow"), an event
+stored while no worker ran is acted on later, and marking it applied in the transaction
+that acts on it makes each one count once, whichever worker gets to it first. An event
+billing refuses (its data cannot be acted on) is kept marked with the reason.
 
 | event                               | what billing does                                  |
 | ----------------------------------- | -------------------------------------------------- |
@@ -15,8 +16,8 @@ gets to it first (its primary key decides, in the same transaction as the move).
 | refund.* , payment.disputed         | stops the order's retries: money is going back     |
 | payment.method_updated              | brings the next attempt forward to now             |
 
-Billing's own payment and order events (source ``tidings:billing``) are its own news,
-not something to act on again.
+Billing's own payment and order events (source ``tidings:billing``) are its own news and
+are not queued.
 """
 
 from __future__ import annotations
@@ -29,29 +30,12 @@ from sqlalchemy import Connection, Engine
 from tidings.billing import repository, retry_service, service
 from tidings.billing import retry_repository as repo
 from tidings.billing.errors import BillingError
-from tidings.billing.refunds import EVENT_SOURCE
 from tidings.billing.retry_repository import StoredEvent
 from tidings.billing.retry_service import Failure, RetryContext
 
 log = logging.getLogger(__name__)
 
 PAYMENT_TYPES = ("payment.failed", "payment.captured", "payment.recovered")
-STOP_TYPES = (
-    "order.canceled",
-    "payment.disputed",
-    "refund.requested",
-    "refund.approved",
-    "refund.authorized",
-    "refund.succeeded",
-)
-TYPES = (*PAYMENT_TYPES, *STOP_TYPES, "payment.method_updated")
-# What billing itself emits about payments and orders; its refund events do stop retries.
-OWN_NEWS = (
-    *PAYMENT_TYPES,
-    "payment.retry_scheduled",
-    "payment.retries_exhausted",
-    "order.canceled",
-)
 
 
 def apply_pending(
@@ -59,9 +43,7 @@ def apply_pending(
 ) -> int:
     """Act on up to ``limit`` stored events billing has not seen; returns how many."""
     with engine.connect() as conn:
-        pending = repo.unapplied_events(
-            conn, TYPES, limit=limit, skip_source=EVENT_SOURCE, skip_types=OWN_NEWS
-        )
+        pending = repo.pending_events(conn, limit=limit)
     done = 0
     for event in pending:
         try:

@@ -16,9 +16,10 @@ from typing import Any, Literal
 
 from tidings.billing.errors import BillingError
 from tidings.events.envelope import CanonicalEvent
+from tidings.events.feeds import BILLING_SOURCE
 from tidings.events.schemas import CATALOGUE
 
-EVENT_SOURCE = "tidings:billing"
+EVENT_SOURCE = BILLING_SOURCE
 
 REASON_CODES = (
     "requested_by_customer",

@@ -174,6 +174,14 @@ def list_refunds(
     return [_refund(row) for row in conn.execute(query).mappings()]
 
 
+def any_refund_in(conn: Connection, status: str) -> bool:
+    """A read, so an idle worker tick never takes SQLite's write lock for nothing."""
+    return (
+        conn.execute(select(refunds.c.id).where(refunds.c.status == status).limit(1)).first()
+        is not None
+    )
+
+
 def claim_refunds(
     conn: Connection, *, status: str, new_status: str, now: datetime, limit: int
 ) -> list[Refund]:

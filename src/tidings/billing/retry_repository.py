@@ -12,7 +12,7 @@ from sqlalchemy import Connection, RowMapping, and_, or_, select, update
 from tidings.billing.retries import OPEN
 from tidings.db.dialect import upsert
 from tidings.db.schema import (
-    billing_applied_events,
+    billing_inbox,
     events,
     payment_retry_attempts,
     payment_retry_policies,
@@ -190,6 +190,19 @@ def list_workflows(
     return [_workflow(row) for row in conn.execute(query).mappings()]
 
 
+def _due(now: datetime, stale_before: datetime) -> Any:
+    return or_(
+        and_(workflows.c.status == "retry_scheduled", workflows.c.next_attempt_at <= now),
+        and_(workflows.c.status == "retrying", workflows.c.updated_at < stale_before),
+    )
+
+
+def any_due(conn: Connection, *, now: datetime, stale_before: datetime) -> bool:
+    """A read, so an idle worker tick never takes SQLite's write lock for nothing."""
+    found = conn.execute(select(workflows.c.id).where(_due(now, stale_before)).limit(1)).first()
+    return found is not None
+
+
 def claim_due(
     conn: Connection, *, now: datetime, stale_before: datetime, limit: int
 ) -> list[Workflow]:
@@ -201,10 +214,7 @@ def claim_due(
     PostgreSQL skips rows another worker holds (FOR UPDATE SKIP LOCKED); SQLite runs one
     writer at a time; the status guard in the UPDATE claims each workflow once.
     """
-    due_condition = or_(
-        and_(workflows.c.status == "retry_scheduled", workflows.c.next_attempt_at <= now),
-        and_(workflows.c.status == "retrying", workflows.c.updated_at < stale_before),
-    )
+    due_condition = _due(now, stale_before)
     due = (
         select(workflows.c.id)
         .where(due_condition)
@@ -271,16 +281,8 @@ class StoredEvent:
     customer_id: str | None
 
 
-def unapplied_events(
-    conn: Connection,
-    types: Sequence[str],
-    *,
-    limit: int,
-    skip_source: str | None = None,
-    skip_types: Sequence[str] = (),
-) -> list[StoredEvent]:
-    """Stored events of ``types`` billing has not acted on yet, in business order, less
-    those of ``skip_types`` from ``skip_source`` (billing's own news)."""
+def pending_events(conn: Connection, *, limit: int) -> list[StoredEvent]:
+    """Events intake queued for billing and not applied yet, oldest first."""
     query = (
         select(
             events.c.id,
@@ -291,14 +293,11 @@ def unapplied_events(
             events.c.order_id,
             events.c.customer_id,
         )
-        .outerjoin(billing_applied_events, billing_applied_events.c.event_id == events.c.id)
-        .where(events.c.type.in_(list(types)), billing_applied_events.c.event_id.is_(None))
-        .order_by(events.c.time, events.c.id)
+        .join(billing_inbox, billing_inbox.c.event_id == events.c.id)
+        .where(billing_inbox.c.applied_at.is_(None))
+        .order_by(billing_inbox.c.queued_at, events.c.time, events.c.id)
         .limit(limit)
     )
-    if skip_source is not None and skip_types:
-        own = and_(events.c.source == skip_source, events.c.type.in_(list(skip_types)))
-        query = query.where(~own)
     return [
         StoredEvent(
             id=row.id,
@@ -314,18 +313,22 @@ def unapplied_events(
 
 
 def mark_applied(conn: Connection, event_id: str, outcome: str, now: datetime) -> bool:
-    """Claim ``event_id`` for this transaction; False when another already applied it."""
-    stmt = (
-        upsert(conn, billing_applied_events)
-        .values(event_id=event_id, applied_at=now, outcome=outcome[:64])
-        .on_conflict_do_nothing()
+    """Take ``event_id`` for this transaction; False when another already applied it.
+
+    The ``applied_at IS NULL`` guard makes the first writer win: PostgreSQL's second
+    writer waits on the row and then matches nothing; SQLite runs one writer at a time.
+    """
+    result = conn.execute(
+        update(billing_inbox)
+        .where(billing_inbox.c.event_id == event_id, billing_inbox.c.applied_at.is_(None))
+        .values(applied_at=now, outcome=outcome[:64])
     )
-    return conn.execute(stmt).rowcount == 1
+    return result.rowcount == 1
 
 
 def set_applied_outcome(conn: Connection, event_id: str, outcome: str) -> None:
     conn.execute(
-        update(billing_applied_events)
-        .where(billing_applied_events.c.event_id == event_id)
+        update(billing_inbox)
+        .where(billing_inbox.c.event_id == event_id)
         .values(outcome=outcome[:64])
     )

@@ -55,8 +55,12 @@ def run_due(
     limit: int = 20,
 ) -> int:
     """Claim up to ``limit`` due workflows, attempt each and record it; returns how many."""
+    stale_before = now - stale_after
+    with engine.connect() as conn:
+        if not repo.any_due(conn, now=now, stale_before=stale_before):
+            return 0
     with engine.begin() as conn:
-        claimed = repo.claim_due(conn, now=now, stale_before=now - stale_after, limit=limit)
+        claimed = repo.claim_due(conn, now=now, stale_before=stale_before, limit=limit)
     for workflow in claimed:
         attempt(engine, ctx, choose, workflow, now=now, actor=actor)
     return len(claimed)

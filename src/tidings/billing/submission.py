@@ -94,6 +94,9 @@ def submit_due(
 ) -> int:
     """Claim up to ``limit`` approved refunds, send each to the gateway and record its
     answer; returns how many were claimed."""
+    with engine.connect() as conn:
+        if not repository.any_refund_in(conn, APPROVED):
+            return 0
     with engine.begin() as conn:
         claimed = repository.claim_refunds(
             conn, status=APPROVED, new_status=SUBMITTED, now=now, limit=limit

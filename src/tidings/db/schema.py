@@ -548,12 +548,21 @@ payment_retry_attempts = Table(
     UniqueConstraint("workflow_id", "number", name="uq_payment_retry_attempts_number"),
 )
 
-# Stored events billing has acted on (payment.captured, payment.failed, order.canceled,
-# ...): the primary key makes each one count once, whichever worker gets to it.
-billing_applied_events = Table(
-    "billing_applied_events",
+# Stored events billing acts on (payment.captured, payment.failed, order.canceled, ...),
+# queued by intake in the transaction that stores them, like delivery jobs: none is
+# missed, and marking one applied in the transaction that acts on it makes it count once.
+billing_inbox = Table(
+    "billing_inbox",
     metadata,
     Column("event_id", String(32), primary_key=True),
-    Column("applied_at", UTCDateTime, nullable=False),
-    Column("outcome", String(64), nullable=False),
+    Column("queued_at", UTCDateTime, nullable=False),
+    Column("applied_at", UTCDateTime),
+    # What came of it: "opened rw_...", "stopped 1", "refused: invalid_amount", ...
+    Column("outcome", String(64)),
+    Index(
+        "ix_billing_inbox_pending",
+        "queued_at",
+        sqlite_where=text("applied_at IS NULL"),
+        postgresql_where=text("applied_at IS NULL"),
+    ),
 )

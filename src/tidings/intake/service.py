@@ -15,11 +15,12 @@ from sqlalchemy import Connection, select, tuple_
 
 from tidings.db.dialect import upsert
 from tidings.db.ids import new_id
-from tidings.db.schema import events
+from tidings.db.schema import billing_inbox, events
 from tidings.engine.rules import RuleSet
 from tidings.engine.service import Settings as EngineSettings
 from tidings.engine.service import apply_events
 from tidings.events.envelope import CanonicalEvent
+from tidings.events.feeds import billing_wants
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,13 @@ def ingest(
         inserted = set(conn.scalars(stmt, rows).all()) if len(rows) > 1 else _one(conn, stmt, rows)
 
     fresh = [(keys[key], event) for key, event in unique.items() if keys[key] in inserted]
+    for_billing = [
+        {"event_id": event_id, "queued_at": now}
+        for event_id, event in fresh
+        if billing_wants(event.source, event.type)
+    ]
+    if for_billing:
+        conn.execute(billing_inbox.insert(), for_billing)
     repeated = [key for key in unique if keys[key] not in inserted]
     if repeated:
         # A redelivery is answered with the id the event was first stored under.

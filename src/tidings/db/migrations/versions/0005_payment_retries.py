@@ -1,5 +1,5 @@
-"""Payment retries: policies, workflows with their attempts, the events billing applied;
-refund milestones.
+"""Payment retries: policies, workflows with their attempts, the inbox of events billing
+acts on; refund milestones.
 
 Revision ID: 0005
 Revises: 0004
@@ -99,16 +99,25 @@ def upgrade() -> None:
         sa.UniqueConstraint("workflow_id", "number", name="uq_payment_retry_attempts_number"),
     )
     op.create_table(
-        "billing_applied_events",
+        "billing_inbox",
         sa.Column("event_id", sa.String(length=32), nullable=False),
-        sa.Column("applied_at", UTCDateTime(), nullable=False),
-        sa.Column("outcome", sa.String(length=64), nullable=False),
-        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_billing_applied_events")),
+        sa.Column("queued_at", UTCDateTime(), nullable=False),
+        sa.Column("applied_at", UTCDateTime(), nullable=True),
+        sa.Column("outcome", sa.String(length=64), nullable=True),
+        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_billing_inbox")),
+    )
+    op.create_index(
+        "ix_billing_inbox_pending",
+        "billing_inbox",
+        ["queued_at"],
+        sqlite_where=sa.text("applied_at IS NULL"),
+        postgresql_where=sa.text("applied_at IS NULL"),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("billing_applied_events")
+    op.drop_index("ix_billing_inbox_pending", table_name="billing_inbox")
+    op.drop_table("billing_inbox")
     op.drop_table("payment_retry_attempts")
     op.drop_index("uq_payment_retry_workflows_open_payment", table_name="payment_retry_workflows")
     op.drop_index("ix_payment_retry_workflows_order_id", table_name="payment_retry_workflows")
