@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     billing_gateway: Literal["sandbox"] = Field(
         default="sandbox", description="Refund gateway; the sandbox simulates outcomes."
     )
+    update_payment_url: str | None = Field(
+        default=None,
+        description="Where customers update their card, told in failed-payment messages; "
+        "{order_id} and {payment_id} are filled in: https://shop.example/pay/{order_id}",
+    )
     refund_approvals: str = Field(
         default='{"default": {"auto_approve_up_to": 5000, "second_approver_above": 50000}}',
         description='JSON per currency: {"EUR": {"auto_approve_up_to": 5000, '
@@ -205,6 +210,22 @@ class Settings(BaseSettings):
             value: SecretStr | None = getattr(self, f"{name}_webhook_secret")
             secrets[name] = value.get_secret_value() if value else None
         return secrets
+
+    @field_validator("update_payment_url")
+    @classmethod
+    def _payment_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            filled = value.format(order_id="1042", payment_id="pay_1")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                "TIDINGS_UPDATE_PAYMENT_URL may use only {order_id} and {payment_id}, "
+                f"not {exc}"
+            ) from None
+        if not filled.startswith(("https://", "http://")):
+            raise ValueError("TIDINGS_UPDATE_PAYMENT_URL must be an http(s) address")
+        return value
 
     @field_validator("smtp_url")
     @classmethod

@@ -271,6 +271,7 @@ def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtim
         gateway=SandboxGateway(),
         approvals=ApprovalPolicy.from_settings(settings.refund_approvals),
         emitter=Emitter(rules, DeliveryDefaults(max_attempts=settings.retry_max_attempts)),
+        update_payment_url=settings.update_payment_url,
     )
     return Runtime(
         settings=settings,
