@@ -1,5 +1,5 @@
-"""Payment retry use cases, each in the caller's transaction: open, record an attempt,
-stop, recover, retry now, and the final action when the policy is spent.
+"""Payment retry use cases, each in the caller's transaction: policies, opening a
+workflow from a failure, and recording an attempt (retry_endings.py has how one ends).
 
 Every move checks the state machine (``retries.transition``), posts its ledger
 transaction (a failed payment is a receivable until it is collected, canceled or written
@@ -16,39 +16,25 @@ reminders and recovery honour preferences, quiet hours and the contact budget
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from tidings.audit.chain import AuditEntry, append
-from tidings.billing import ledger, service
+from tidings.billing import ledger
 from tidings.billing import retry_repository as repo
 from tidings.billing.errors import BillingError
-from tidings.billing.gateways.declines import DeclineCategory, DeclineClassifier
-from tidings.billing.refunds import EVENT_SOURCE, positive_amount
-from tidings.billing.retries import OPEN, Decision, after_decline, attempt_key, transition
+from tidings.billing.gateways.declines import DeclineCategory
+from tidings.billing.refunds import positive_amount
+from tidings.billing.retries import Decision, after_decline, attempt_key, transition
+from tidings.billing.retry_endings import exhaust, recover, retry_now, stop, stop_for_order
+from tidings.billing.retry_events import RetryContext, emit, require
 from tidings.billing.retry_policy import DEFAULT_POLICY_NAME, RetryPolicy
 from tidings.billing.retry_repository import Attempt, Workflow
-from tidings.billing.service import Emitter
 from tidings.db.ids import new_id
 from tidings.db.schema import customers
-from tidings.events.envelope import CanonicalEvent
-from tidings.events.schemas import CATALOGUE
-from tidings.intake.service import ingest
-
-
-@dataclass(frozen=True, slots=True)
-class RetryContext:
-    """What retry moves need from the wiring."""
-
-    store: str
-    emitter: Emitter
-    # "https://shop.example/pay/{order_id}": where customers update their card; the
-    # placeholders {order_id} and {payment_id} are filled in. None: no link.
-    update_payment_url: str | None = None
-    declines: DeclineClassifier = field(default_factory=DeclineClassifier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +167,7 @@ def open_workflow(
         lines=ledger.payment_due(ctx.store, failure.currency, failure.amount),
         at=now,
     )
-    opened = _get(conn, workflow_id)
+    opened = require(conn, workflow_id)
     decision = after_decline(
         policy,
         category=category,
@@ -206,7 +192,7 @@ def open_workflow(
     # The failure message goes out whatever follows: a hard decline's final notice
     # tells what happens to the order, this one how to pay.
     next_at = decision.next_attempt_at if decision.action == "schedule" else None
-    _emit(
+    emit(
         conn,
         ctx,
         opened,
@@ -264,7 +250,7 @@ def record_attempt(
     ``unknown`` keeps it ``retrying``: once its claim goes stale it is retaken and the
     same attempt repeats with the same idempotency key (retry_repository.claim_due).
     """
-    workflow = _get(conn, workflow_id, lock=True)
+    workflow = require(conn, workflow_id, lock=True)
     if outcome.outcome == "unknown":
         detail = {"attempt": number, "why": outcome.detail}
         append(
@@ -335,7 +321,7 @@ def record_attempt(
         network=network,
         time_zone=_time_zone(conn, workflow.customer_id),
     )
-    return _follow(conn, ctx, _get(conn, workflow_id), decision, now=now, actor=actor)
+    return _follow(conn, ctx, require(conn, workflow_id), decision, now=now, actor=actor)
 
 
 def _follow(
@@ -368,9 +354,9 @@ def _follow(
             at=now,
         )
         if announce:
-            moved = _get(conn, workflow.id)
+            moved = require(conn, workflow.id)
             policy = RetryPolicy.from_json({k: v for k, v in moved.policy.items() if k != "name"})
-            _emit(
+            emit(
                 conn,
                 ctx,
                 moved,
@@ -383,246 +369,20 @@ def _follow(
                 next_attempt_at=next_at.isoformat(),
                 attempts_left=max(policy.attempt_limit(moved.network) - moved.attempts, 0),
             )
-        return _get(conn, workflow.id)
-    return _exhaust(conn, ctx, workflow, decision.why, now=now, actor=actor)
+        return require(conn, workflow.id)
+    return exhaust(conn, ctx, workflow, decision.why, now=now, actor=actor)
 
 
-def _exhaust(
-    conn: Connection, ctx: RetryContext, workflow: Workflow, why: str, *, now: datetime, actor: str
-) -> Workflow:
-    """The final path: the policy's final action, posted and told."""
-    action = str(workflow.policy.get("final_action") or "cancel_order")
-    state = transition(workflow.status, "exhaust")
-    repo.update_workflow(
-        conn,
-        workflow.id,
-        workflow.status,
-        status=state,
-        next_attempt_at=None,
-        final_action=action,
-        closed_reason=why,
-        closed_at=now,
-        updated_at=now,
-    )
-    txn = None
-    if action == "cancel_order":
-        txn = _post(conn, workflow, "payment_due_canceled", now)
-        if workflow.order_id is not None:
-            _emit_order_canceled(conn, ctx, workflow, now, actor)
-    elif action == "mark_uncollectible":
-        txn = _post(conn, workflow, "receivable_written_off", now)
-    # escalate: the receivable stays open for the person who takes it over.
-    detail = {"final_action": action, "why": why, "ledger": txn}
-    append(
-        conn, [AuditEntry(actor, "retry.exhausted", "retry_workflow", workflow.id, detail)], at=now
-    )
-    ended = _get(conn, workflow.id)
-    _emit(
-        conn,
-        ctx,
-        ended,
-        "payment.retries_exhausted",
-        "exhausted",
-        now,
-        actor,
-        final_action=action,
-        attempts=ended.attempts,
-        attempt=max(ended.attempts, 1),
-    )
-    return ended
-
-
-def _post(conn: Connection, workflow: Workflow, kind: str, now: datetime) -> str:
-    lines = getattr(ledger, kind)(workflow.store, workflow.currency, workflow.amount)
-    return ledger.post(conn, kind=kind, reference=workflow.id, lines=lines, at=now)
-
-
-# --- endings from outside ----------------------------------------------------------------
-
-
-def recover(
-    conn: Connection,
-    ctx: RetryContext,
-    *,
-    workflow_id: str,
-    now: datetime,
-    actor: str,
-    attempts: int | None = None,
-    gateway_payment_id: str | None = None,
-) -> Workflow:
-    """The payment was collected: by one of our attempts, or paid some other way."""
-    workflow = _get(conn, workflow_id, lock=True)
-    state = transition(workflow.status, "recover")
-    values: dict[str, Any] = {
-        "status": state,
-        "recovered_amount": workflow.amount,
-        "next_attempt_at": None,
-        "closed_at": now,
-        "updated_at": now,
-    }
-    if attempts is not None:
-        values["attempts"] = attempts
-    if workflow.status == "canceled":
-        # Its receivable was canceled when it stopped: collecting posts the sale again.
-        _post(conn, workflow, "payment_due", now)
-    repo.update_workflow(conn, workflow_id, workflow.status, **values)
-    payment = service.record_capture(
-        conn,
-        payment_id=workflow.payment_id,
-        store=workflow.store,
-        order_id=workflow.order_id or workflow.payment_id,
-        customer_id=workflow.customer_id,
-        gateway=workflow.gateway,
-        currency=workflow.currency,
-        amount=workflow.amount,
-        method="card",
-        now=now,
-        actor=actor,
-        gateway_payment_id=gateway_payment_id,
-        posting="payment_collected",
-    )
-    detail = {"amount": workflow.amount, "currency": workflow.currency, "payment": payment.id}
-    append(
-        conn, [AuditEntry(actor, "retry.recovered", "retry_workflow", workflow_id, detail)], at=now
-    )
-    ended = _get(conn, workflow_id)
-    _emit(conn, ctx, ended, "payment.recovered", "recovered", now, actor, attempt=ended.attempts)
-    return ended
-
-
-def stop(
-    conn: Connection, ctx: RetryContext, *, workflow_id: str, reason: str, now: datetime, actor: str
-) -> Workflow:
-    """Stop retrying (order canceled, refund or dispute opened, a person's decision); the
-    receivable is canceled, so the books no longer count on the money."""
-    if not reason.strip():
-        raise BillingError("reason_required", "Say why the retries stop.", "reason")
-    workflow = _get(conn, workflow_id, lock=True)
-    state = transition(workflow.status, "stop")
-    repo.update_workflow(
-        conn,
-        workflow_id,
-        workflow.status,
-        status=state,
-        next_attempt_at=None,
-        closed_reason=reason,
-        closed_at=now,
-        updated_at=now,
-    )
-    txn = _post(conn, workflow, "payment_due_canceled", now)
-    detail = {"why": reason, "ledger": txn, "was": workflow.status}
-    append(
-        conn, [AuditEntry(actor, "retry.canceled", "retry_workflow", workflow_id, detail)], at=now
-    )
-    return _get(conn, workflow_id)
-
-
-def retry_now(
-    conn: Connection,
-    *,
-    workflow_id: str,
-    now: datetime,
-    actor: str,
-    why: str = "asked for an attempt now",
-) -> Workflow:
-    """Bring the next attempt forward to now (a person asked, or the customer updated the
-    payment method). An attempt already out is not doubled."""
-    workflow = _get(conn, workflow_id, lock=True)
-    if workflow.status != "retry_scheduled":
-        raise BillingError(
-            "illegal_transition",
-            f"The retry workflow is {workflow.status}; only a scheduled one can be tried now.",
-            "status",
-        )
-    repo.update_workflow(conn, workflow_id, workflow.status, next_attempt_at=now, updated_at=now)
-    detail = {"why": why}
-    append(
-        conn, [AuditEntry(actor, "retry.retry_now", "retry_workflow", workflow_id, detail)], at=now
-    )
-    return _get(conn, workflow_id)
-
-
-def stop_for_order(
-    conn: Connection, ctx: RetryContext, *, order_id: str, reason: str, now: datetime, actor: str
-) -> list[Workflow]:
-    return [
-        stop(conn, ctx, workflow_id=w.id, reason=reason, now=now, actor=actor)
-        for w in repo.workflows_for_order(conn, order_id, OPEN)
-    ]
-
-
-def _get(conn: Connection, workflow_id: str, *, lock: bool = False) -> Workflow:
-    workflow = repo.get_workflow(conn, workflow_id, for_update=lock)
-    if workflow is None:
-        raise BillingError(
-            "retry_workflow_not_found", f"No retry workflow with id {workflow_id}.", "workflow_id"
-        )
-    return workflow
-
-
-# --- telling the customer ----------------------------------------------------------------
-
-
-def _emit(
-    conn: Connection,
-    ctx: RetryContext,
-    workflow: Workflow,
-    event_type: str,
-    suffix: str,
-    now: datetime,
-    actor: str,
-    **extra: Any,
-) -> str | None:
-    """Hand the event to intake; its id is fixed per workflow and step, so emitting it
-    again changes nothing. A payment without an order has no order to tell about."""
-    if workflow.order_id is None:
-        return None
-    data: dict[str, Any] = {
-        "order_id": workflow.order_id,
-        "payment_id": workflow.payment_id,
-        "amount": workflow.amount,
-        "currency": workflow.currency,
-        "gateway": workflow.gateway,
-        "decline_code": workflow.decline_code,
-        "retry_workflow_id": workflow.id,
-    }
-    if ctx.update_payment_url and event_type != "payment.recovered":
-        data["update_payment_url"] = ctx.update_payment_url.format(
-            order_id=workflow.order_id, payment_id=workflow.payment_id
-        )
-    if workflow.customer_id:
-        data["customer"] = {"id": workflow.customer_id}
-    data.update({k: v for k, v in extra.items() if v is not None})
-    event = _event(event_type, f"{workflow.id}.{suffix}", workflow.order_id, data, now)
-    ingest(
-        conn, [event], rules=ctx.emitter.rules, delivery=ctx.emitter.delivery, now=now, actor=actor
-    )
-    return event.id
-
-
-def _emit_order_canceled(
-    conn: Connection, ctx: RetryContext, workflow: Workflow, now: datetime, actor: str
-) -> None:
-    """The order is canceled for every family: a backorder no longer waits on it."""
-    order_id = workflow.order_id
-    if order_id is None:
-        return
-    data = {"order_id": order_id, "reason": "payment_not_collected"}
-    event = _event("order.canceled", f"{workflow.id}.order-canceled", order_id, data, now)
-    ingest(
-        conn, [event], rules=ctx.emitter.rules, delivery=ctx.emitter.delivery, now=now, actor=actor
-    )
-
-
-def _event(
-    event_type: str, event_id: str, order_id: str, data: Mapping[str, Any], at: datetime
-) -> CanonicalEvent:
-    canonical = CATALOGUE[event_type].model_validate(dict(data)).model_dump(mode="json")
-    return CanonicalEvent(
-        source=EVENT_SOURCE,
-        id=event_id,
-        type=event_type,
-        subject=f"order/{order_id}",
-        time=at,
-        data=canonical,
-    )
+__all__ = [
+    "Failure",
+    "Outcome",
+    "RetryContext",
+    "open_workflow",
+    "policy_for",
+    "put_policy",
+    "record_attempt",
+    "recover",
+    "retry_now",
+    "stop",
+    "stop_for_order",
+]
