@@ -92,6 +92,8 @@ def demo_events(
                 },
             )
         )
+        refunded = rng.random() < refund_share
+        stream.append(_payment(rng, order_id, customer["id"], currency, total, placed_at, refunded))
         carrier, prefix = rng.choice(_CARRIERS)
         tracking = f"{prefix}{rng.randrange(10**9, 10**10)}"
         shipped_at = placed_at + timedelta(hours=rng.randint(2, 20))
@@ -116,7 +118,7 @@ def demo_events(
                     },
                 )
             )
-        if rng.random() < refund_share:
+        if refunded:
             line = rng.choice(lines)
             amount = line["unit_price"] * rng.randint(1, line["quantity"])
             authorized_at = shipped_at + timedelta(days=4, minutes=rng.randint(5, 600))
@@ -160,6 +162,48 @@ def demo_events(
             )
     stream.sort(key=lambda event: event.time or start)
     return stream
+
+
+# Sandbox card tokens (billing/gateways/sandbox.py) of the payments that fail, by how
+# their recovery goes: recovered after retries, never, or a hard decline at once.
+_FAILING_CARDS = (
+    ("tok_flaky_1", "insufficient_funds"),
+    ("tok_flaky_2", "processing_error"),
+    ("tok_insufficient_funds", "insufficient_funds"),
+    ("tok_stolen", "stolen_card"),
+    ("tok_expired", "expired_card"),
+)
+FAILED_PAYMENT_SHARE = 0.08
+
+
+def _payment(
+    rng: random.Random,
+    order_id: str,
+    customer_id: str,
+    currency: str,
+    total: int,
+    at: datetime,
+    refunded: bool,
+) -> CanonicalEvent:
+    """The order's payment, captured, or (for a few never refunded) failed with a card the
+    sandbox gateway declines, so the retry workflows have something to recover."""
+    data: dict[str, Any] = {
+        "order_id": order_id,
+        "amount": total,
+        "currency": currency,
+        "gateway": "sandbox",
+        "customer": {"id": customer_id},
+    }
+    if refunded or rng.random() >= FAILED_PAYMENT_SHARE:
+        data["payment_id"] = f"pay_{order_id}"
+        return _event("payment.captured", f"payment-{order_id}", order_id, at, data)
+    card, decline_code = rng.choice(_FAILING_CARDS)
+    data |= {
+        "payment_id": f"pay_{order_id}_{card}",
+        "decline_code": decline_code,
+        "network": rng.choice(("visa", "mastercard")),
+    }
+    return _event("payment.failed", f"payment-{order_id}-failed", order_id, at, data)
 
 
 def _event(

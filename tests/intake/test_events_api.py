@@ -161,6 +161,18 @@ def test_later_events_reach_the_customer_of_the_order(
     assert "12,50\u00a0€" in mail[0].get_body(preferencelist=("plain",)).get_content()
 
 
+def test_an_event_naming_only_the_customer_keeps_the_profile_of_its_batch(
+    client: TestClient, runtime: Runtime, smtp_server: SmtpServer
+) -> None:
+    # In one batch: the order with the full profile, then a refund naming only the id.
+    refund = refund_authorized("1042", customer={"id": CAMILLE["id"]})
+    batch = [order_placed("1042", CAMILLE), refund]
+    response = client.post("/api/events", content=json.dumps(batch), headers=BATCH)
+    assert response.json()["accepted"] == 2
+    drain(runtime)
+    assert [m["To"] for m in smtp_server.parsed()] == ["camille@example.fr"]
+
+
 def test_event_for_unknown_customer_is_recorded_as_suppressed(
     client: TestClient, runtime: Runtime
 ) -> None:

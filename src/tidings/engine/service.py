@@ -67,7 +67,10 @@ def _remember_customers_and_orders(
     canceled: list[str] = []
     for event in batch:
         if event.customer:
-            profiles[event.customer["id"]] = event.customer
+            # Later events of the batch refresh the profile field by field: one that names
+            # only the customer's id (a payment, a refund) keeps the email it came with.
+            known = profiles.setdefault(event.customer["id"], {})
+            known.update({k: v for k, v in event.customer.items() if v is not None})
         if event.type == "order.placed" and event.customer:
             order_id = event.data["order_id"]
             order_rows.append(
