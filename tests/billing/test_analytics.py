@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +20,6 @@ from tidings.api.app import create_app
 from tidings.api.keys import create_key
 from tidings.billing import analytics
 from tidings.billing.analytics import PaymentTally, RefundFact, Window, WorkflowFact
-from tidings.billing.analytics_api import router as analytics_router
 from tidings.billing.api import PREFIX
 from tidings.db.schema import payment_retry_attempts, payment_retry_workflows, payments, refunds
 from tidings.db.types import utcnow
@@ -155,18 +153,9 @@ def refund(
     return refund_id
 
 
-# --- the application with the analytics routes ------------------------------------------
-
-
-def with_analytics(app: FastAPI) -> FastAPI:
-    if not any(getattr(route, "path", None) == ANALYTICS for route in app.routes):
-        app.include_router(analytics_router)
-    return app
-
-
 @pytest.fixture
 def api(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(with_analytics(create_app(runtime))) as test_client:
+    with TestClient(create_app(runtime)) as test_client:
         yield test_client
 
 

@@ -340,6 +340,7 @@ ROUTES = [
     ("get", "/retry-workflows/rw_none", "retries:read"),
     ("post", "/retry-workflows/rw_none/retry-now", "retries:write"),
     ("post", "/retry-workflows/rw_none/cancel", "retries:write"),
+    ("get", "/analytics", "billing:read"),
 ]
 
 
@@ -395,6 +396,7 @@ def test_the_openapi_document_has_an_example_for_every_body(client: TestClient) 
         ("get", "/retry-workflows/{workflow_id}"),
         ("post", "/retry-workflows/{workflow_id}/retry-now"),
         ("post", "/retry-workflows/{workflow_id}/cancel"),
+        ("get", "/analytics"),
     }
     bodies = 0
     for (method, path), operation in operations.items():

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tidings import __version__
 from tidings.api import health
 from tidings.api.problems import ApiProblem, handle_api_problem, handle_http, handle_validation
+from tidings.billing.analytics_api import router as analytics_router
 from tidings.billing.api import router as billing_router
 from tidings.billing.retry_api import router as retry_router
 from tidings.delivery import api as delivery_api
@@ -51,6 +52,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     app.include_router(engine_api.router)
     app.include_router(billing_router)
     app.include_router(retry_router)
+    app.include_router(analytics_router)
     app.include_router(timeline.router)
     app.include_router(dashboard.router)
     if runtime.sink is not None:
