@@ -208,6 +208,23 @@ class RecipientOptedOut(Data):
     category: str | None = None
 
 
+class PaymentDisputed(OrderScoped):
+    """The customer disputed a payment of the order (a chargeback): its retries stop."""
+
+    payment_id: Id
+    amount: Amount | None = None
+    currency: Currency | None = None
+    reason: str | None = None
+
+
+class PaymentMethodUpdated(Data):
+    """The customer gave a new card for a payment: a retry is due now."""
+
+    payment_id: Id
+    order_id: Id | None = None
+    customer: Customer | None = None
+
+
 CATALOGUE: dict[str, type[Data]] = {
     "order.placed": OrderPlaced,
     "order.canceled": OrderCanceled,
@@ -216,6 +233,8 @@ CATALOGUE: dict[str, type[Data]] = {
     "payment.retry_scheduled": PaymentRetryScheduled,
     "payment.recovered": Payment,
     "payment.retries_exhausted": PaymentFailed,
+    "payment.disputed": PaymentDisputed,
+    "payment.method_updated": PaymentMethodUpdated,
     "refund.requested": Refund,
     "refund.approved": Refund,
     "refund.rejected": RefundRejected,
