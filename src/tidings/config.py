@@ -9,12 +9,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tidings.billing.gateways.routing import RoutingError, parse_routes
+
 DEFAULT_VAR_DIR = Path("var")
 KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
     "email": ("smtp", "postmark"),
     "sms": ("twilio", "vonage"),
     "push": ("fcm", "webpush"),
 }
+KNOWN_GATEWAYS: tuple[str, ...] = ("sandbox", "stripe", "braintree")
 
 
 def provider_names(value: str) -> list[str]:
@@ -189,9 +192,59 @@ class Settings(BaseSettings):
 
     # --- Billing --------------------------------------------------------------------------
     billing_store: str = Field(default="default", description="Store the ledger accounts.")
-    billing_gateway: Literal["sandbox"] = Field(
-        default="sandbox", description="Refund gateway; the sandbox simulates outcomes."
+    billing_gateways: str = Field(
+        default="sandbox",
+        description="Payment gateways: sandbox (simulates outcomes), stripe, braintree.",
     )
+    billing_routes: str = Field(
+        default="",
+        description="Gateway per store and currency, for payments that name none and for "
+        "retries through a secondary: lumen/EUR=stripe>braintree, */USD=braintree, *=stripe",
+    )
+    stripe_api_key: SecretStr | None = Field(default=None, description="Stripe secret key.")
+    stripe_api_url: str = "https://api.stripe.com"
+    braintree_public_key: str | None = None
+    braintree_private_key: SecretStr | None = None
+    braintree_api_url: str = "https://payments.braintree-api.com/graphql"
+
+    @field_validator("billing_gateways")
+    @classmethod
+    def _check_gateways(cls, value: str) -> str:
+        names = provider_names(value)
+        unknown = [name for name in names if name not in KNOWN_GATEWAYS]
+        if unknown:
+            raise ValueError(
+                f"unknown gateway {', '.join(unknown)}; choose from {', '.join(KNOWN_GATEWAYS)}"
+            )
+        if not names:
+            raise ValueError("name at least one gateway")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _check_billing(self) -> Settings:
+        names = provider_names(self.billing_gateways)
+        if "stripe" in names and self.stripe_api_key is None:
+            raise ValueError("TIDINGS_BILLING_GATEWAYS names stripe: set TIDINGS_STRIPE_API_KEY")
+        if "braintree" in names and (
+            self.braintree_public_key is None or self.braintree_private_key is None
+        ):
+            raise ValueError(
+                "TIDINGS_BILLING_GATEWAYS names braintree: set TIDINGS_BRAINTREE_PUBLIC_KEY "
+                "and TIDINGS_BRAINTREE_PRIVATE_KEY"
+            )
+        try:
+            routes = parse_routes(self.billing_routes)
+        except RoutingError as exc:
+            raise ValueError(f"TIDINGS_BILLING_ROUTES: {exc}") from None
+        for route in routes:
+            for name in filter(None, (route.primary, route.secondary)):
+                if name not in names:
+                    raise ValueError(
+                        f"TIDINGS_BILLING_ROUTES: {route.store}/{route.currency} names gateway "
+                        f"{name!r}, not in TIDINGS_BILLING_GATEWAYS ({', '.join(names)})"
+                    )
+        return self
+
     update_payment_url: str | None = Field(
         default=None,
         description="Where customers update their card, told in failed-payment messages; "

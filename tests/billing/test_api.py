@@ -341,6 +341,7 @@ ROUTES = [
     ("post", "/retry-workflows/rw_none/retry-now", "retries:write"),
     ("post", "/retry-workflows/rw_none/cancel", "retries:write"),
     ("get", "/analytics", "billing:read"),
+    ("get", "/reconciliation", "billing:read"),
 ]
 
 
@@ -397,6 +398,7 @@ def test_the_openapi_document_has_an_example_for_every_body(client: TestClient) 
         ("post", "/retry-workflows/{workflow_id}/retry-now"),
         ("post", "/retry-workflows/{workflow_id}/cancel"),
         ("get", "/analytics"),
+        ("get", "/reconciliation"),
     }
     bodies = 0
     for (method, path), operation in operations.items():

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from tests.billing.support import NOW, capture, emitter, request
 from tidings.billing import service
+from tidings.billing.api import PREFIX
+from tidings.billing.gateways.sandbox import SandboxGateway
 from tidings.billing.reconciliation import Booked, Reported, booked_on, compare
+from tidings.db.types import utcnow
+from tidings.runtime import Runtime
 
 IN, OUT = "in", "out"
 
@@ -91,4 +96,58 @@ def test_the_ledger_side_is_the_days_clearing_movements_of_that_gateway(engine: 
     ]
     assert [(b.reference, b.amount) for b in stripe] == [("pay_other", 800)]
     assert next_day == []
-    assert isinstance(NOW.date(), date)
+
+
+def test_the_route_compares_the_ledger_with_the_gateways_report(
+    runtime: Runtime, client: TestClient
+) -> None:
+    sandbox = runtime.billing.gateways.named("sandbox")
+    assert isinstance(sandbox, SandboxGateway)
+    now = utcnow()
+    sandbox.add_payment("pay_r1", currency="EUR", captured=5000)
+    # Taken by the gateway, never told to us: the webhook was lost.
+    sandbox.add_payment("pay_r2", currency="EUR", captured=700)
+    with runtime.engine.begin() as conn:
+        service.record_capture(
+            conn,
+            payment_id="pay_r1",
+            store="lumen",
+            order_id="1042",
+            customer_id=None,
+            gateway="sandbox",
+            currency="EUR",
+            amount=5000,
+            method="card",
+            now=now,
+            actor="t",
+        )
+    today = now.date().isoformat()
+
+    report = client.get(f"{PREFIX}/reconciliation", params={"date": today})
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert (body["gateway"], body["date"], body["matched"], body["reconciled"]) == (
+        "sandbox",
+        today,
+        1,
+        False,
+    )
+    assert body["differences"] == [
+        {
+            "issue": "missing_in_ledger",
+            "direction": "in",
+            "reference": "pay_r2",
+            "ledger_amount": None,
+            "gateway_amount": 700,
+            "currency": "EUR",
+            "transaction_id": None,
+        }
+    ]
+
+    tomorrow = (now + timedelta(days=1)).date().isoformat()
+    quiet = client.get(f"{PREFIX}/reconciliation", params={"gateway": "sandbox", "date": tomorrow})
+    assert (quiet.json()["matched"], quiet.json()["reconciled"]) == (0, True)
+
+    unknown = client.get(f"{PREFIX}/reconciliation", params={"gateway": "adyen"})
+    assert unknown.status_code == 422
+    assert (unknown.json()["code"], unknown.json()["field"]) == ("unknown_gateway", "gateway")

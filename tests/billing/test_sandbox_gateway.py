@@ -6,6 +6,7 @@ import asyncio
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -14,6 +15,7 @@ from tidings.billing.gateways.base import (
     GatewayError,
     GatewayRefund,
     GatewayTimeout,
+    Movement,
     PaymentAttempt,
 )
 from tidings.billing.gateways.sandbox import SandboxGateway
@@ -362,3 +364,30 @@ def test_one_key_sent_from_many_threads_makes_one_refund() -> None:
     assert len(seen) == 8
     assert len(set(seen)) == 1
     assert run(gateway.lookup_capture("pay_1")).refunded == 700
+
+
+def test_activity_reports_a_days_captures_approved_retries_and_refunds() -> None:
+    clock = iter(
+        [
+            datetime(2026, 12, 1, 23, 59, tzinfo=UTC),  # pay_1 captured
+            datetime(2026, 12, 2, 0, 1, tzinfo=UTC),  # refund k1
+            datetime(2026, 12, 2, 8, 0, tzinfo=UTC),  # refund k2 (fails: ends in 99)
+            datetime(2026, 12, 2, 9, 0, tzinfo=UTC),  # the retry of pay_2 approved
+        ]
+    )
+    gateway = SandboxGateway(clock=lambda: next(clock))
+    gateway.add_payment("pay_1", currency="EUR", captured=10_000)
+    gateway.add_payment("pay_2", currency="USD", card="tok_ok")
+    refund(gateway, 1250, key="k1")
+    refund(gateway, 599, key="k2")
+    approved = attempt(gateway, "pay_2", "a1")
+    assert approved.outcome == "approved"
+
+    first = run(gateway.activity(date(2026, 12, 1)))
+    second = run(gateway.activity(date(2026, 12, 2)))
+    assert first == [Movement("in", "pay_1", 10_000, "EUR")]
+    assert sorted(second, key=lambda m: m.reference) == [
+        Movement("out", "k1", 1250, "EUR"),
+        Movement("out", "k2", 599, "EUR", failed=True),
+        Movement("in", "pay_2", 4500, "USD"),
+    ]

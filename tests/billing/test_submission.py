@@ -19,6 +19,7 @@ from tidings.billing import ledger, repository, service
 from tidings.billing.approvals import ApprovalPolicy
 from tidings.billing.context import Billing
 from tidings.billing.gateways.base import GatewayError, GatewayRefund
+from tidings.billing.gateways.routing import GatewayRouter
 from tidings.billing.gateways.sandbox import SandboxGateway
 from tidings.billing.repository import Refund
 from tidings.billing.submission import gateway_moves, reconcile, submit_due
@@ -75,7 +76,12 @@ class SlowToSettle(CountingSandbox):
 
 def billing_with(gateway: SandboxGateway, captured: int = CAPTURED) -> Billing:
     gateway.add_payment("pay_1", currency="EUR", captured=captured)
-    return Billing(store="lumen", gateway=gateway, approvals=ApprovalPolicy(), emitter=emitter())
+    return Billing(
+        store="lumen",
+        gateways=GatewayRouter.single(gateway),
+        approvals=ApprovalPolicy(),
+        emitter=emitter(),
+    )
 
 
 def approved(engine: Engine, amount: int) -> Refund:
@@ -164,7 +170,7 @@ def test_a_refund_goes_through_the_gateway_and_the_customer_is_told_of_each_step
     runtime: Runtime, smtp_server: SmtpServer
 ) -> None:
     runtime.intake.accept_events([parse_structured(order_placed("1042", CAMILLE))], actor="shop")
-    sandbox = runtime.billing.gateway
+    sandbox = runtime.billing.gateways.named("sandbox")
     assert isinstance(sandbox, SandboxGateway)
     sandbox.add_payment("pay_1042", currency="EUR", captured=CAPTURED)
     now = utcnow()

@@ -15,6 +15,7 @@ from tidings.api import health
 from tidings.api.problems import ApiProblem, handle_api_problem, handle_http, handle_validation
 from tidings.billing.analytics_api import router as analytics_router
 from tidings.billing.api import router as billing_router
+from tidings.billing.reconciliation_api import router as reconciliation_router
 from tidings.billing.retry_api import router as retry_router
 from tidings.delivery import api as delivery_api
 from tidings.delivery import receipts_api, tracking
@@ -53,6 +54,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     app.include_router(billing_router)
     app.include_router(retry_router)
     app.include_router(analytics_router)
+    app.include_router(reconciliation_router)
     app.include_router(timeline.router)
     app.include_router(dashboard.router)
     if runtime.sink is not None:

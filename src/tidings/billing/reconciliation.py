@@ -27,6 +27,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, and_, select
 
+from tidings.billing.gateways.base import Direction, Movement
 from tidings.db.schema import (
     ledger_lines,
     ledger_transactions,
@@ -35,7 +36,6 @@ from tidings.db.schema import (
     refunds,
 )
 
-Direction = Literal["in", "out"]
 Issue = Literal[
     "missing_at_gateway",
     "missing_in_ledger",
@@ -56,15 +56,8 @@ class Booked:
     transaction_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Reported:
-    """One movement as the gateway reports it; ``failed`` for a refund that failed."""
-
-    direction: Direction
-    reference: str
-    amount: int
-    currency: str
-    failed: bool = False
+# What the gateway reports: a refund the gateway failed has ``failed`` set.
+Reported = Movement
 
 
 @dataclass(frozen=True, slots=True)

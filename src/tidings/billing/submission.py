@@ -53,7 +53,7 @@ from sqlalchemy import Connection, Engine
 from tidings.audit.chain import AuditEntry, append
 from tidings.billing import payment_feed, repository, retry_runner, service
 from tidings.billing.context import Billing
-from tidings.billing.gateways.base import GatewayError, GatewayRefund, GatewayTimeout
+from tidings.billing.gateways.base import Gateway, GatewayError, GatewayRefund, GatewayTimeout
 from tidings.billing.refunds import transition
 from tidings.billing.repository import Refund
 from tidings.db.types import utcnow
@@ -102,9 +102,14 @@ def submit_due(
             conn, status=APPROVED, new_status=SUBMITTED, now=now, limit=limit
         )
         if claimed:
-            detail = {"gateway": billing.gateway.name}
             entries = [
-                AuditEntry(actor, f"refund.{SUBMITTED}", "refund", refund.id, detail)
+                AuditEntry(
+                    actor,
+                    f"refund.{SUBMITTED}",
+                    "refund",
+                    refund.id,
+                    {"gateway": _payment_gateway_name(conn, refund)},
+                )
                 for refund in claimed
             ]
             append(conn, entries, at=now)
@@ -192,28 +197,46 @@ def _wait(call: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(call)
 
 
-def _gateway_payment_id(engine: Engine, refund: Refund) -> str:
+def _payment_gateway_name(conn: Connection, refund: Refund) -> str:
+    payment = repository.get_payment(conn, refund.payment_id)
+    return payment.gateway if payment is not None else "unknown"
+
+
+def _at_gateway(engine: Engine, billing: Billing, refund: Refund) -> tuple[Gateway, str]:
+    """The gateway that took the refund's payment, and the id it knows the payment by."""
     with engine.connect() as conn:
         payment = repository.get_payment(conn, refund.payment_id)
     if payment is None:
         raise RuntimeError(f"payment {refund.payment_id} of refund {refund.id} is missing")
+    gateway = billing.gateways.for_payment(
+        gateway=payment.gateway, store=billing.store, currency=payment.currency
+    )
+    if gateway is None:
+        raise GatewayError(
+            f"payment {payment.id} was taken by gateway {payment.gateway!r}, which is not "
+            f"configured (configured: {', '.join(billing.gateways.names)})",
+            permanent=True,
+            code="gateway_not_configured",
+            gateway=payment.gateway,
+        )
     # The gateway knows the payment by its own id when it gave one.
-    return payment.gateway_payment_id or payment.id
+    return gateway, payment.gateway_payment_id or payment.id
 
 
 def _ask(engine: Engine, billing: Billing, refund: Refund) -> GatewayRefund | None:
+    gateway, payment_id = _at_gateway(engine, billing, refund)
     if refund.gateway_refund_id is not None:
-        return _wait(billing.gateway.refund_status(refund.gateway_refund_id))
-    payment_id = _gateway_payment_id(engine, refund)
-    return _wait(billing.gateway.find_refund(payment_id=payment_id, idempotency_key=refund.id))
+        return _wait(gateway.refund_status(refund.gateway_refund_id))
+    return _wait(gateway.find_refund(payment_id=payment_id, idempotency_key=refund.id))
 
 
 def _send(engine: Engine, billing: Billing, refund: Refund, *, now: datetime, actor: str) -> int:
     """Send one claimed refund and record the answer; returns 1 if its state changed."""
     try:
+        gateway, payment_id = _at_gateway(engine, billing, refund)
         answer = _wait(
-            billing.gateway.refund(
-                payment_id=_gateway_payment_id(engine, refund),
+            gateway.refund(
+                payment_id=payment_id,
                 amount=refund.amount,
                 currency=refund.currency,
                 idempotency_key=refund.id,

@@ -21,12 +21,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from tidings.billing.gateways.declines import DeclineCategory, DeclineClassifier
 
 RefundStatus = Literal["pending", "succeeded", "failed"]
 AttemptOutcome = Literal["approved", "declined"]
+Direction = Literal["in", "out"]
 
 
 class GatewayError(Exception):
@@ -92,6 +94,22 @@ class PaymentAttempt:
     network: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """Money the gateway reports moving on a day, for reconciliation.
+
+    ``in``: a capture or an approved retry, ``reference`` the gateway's payment id.
+    ``out``: a refund, ``reference`` the idempotency key the refund was made with (our
+    refund id), ``failed`` when the gateway reports it failed.
+    """
+
+    direction: Direction
+    reference: str
+    amount: int
+    currency: str
+    failed: bool = False
+
+
 class Gateway(abc.ABC):
     """One payment gateway. Amounts are integers in minor units; currencies ISO 4217."""
 
@@ -129,3 +147,7 @@ class Gateway(abc.ABC):
     ) -> DeclineCategory:
         """Hard or soft; pure, so not async. ``earlier_codes``: earlier attempts' codes."""
         return self.declines.category(decline_code, earlier_codes=earlier_codes)
+
+    @abc.abstractmethod
+    async def activity(self, day: date) -> list[Movement]:
+        """Every capture, approved retry and refund the gateway made on ``day`` (UTC)."""

@@ -53,7 +53,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Literal
 
 from tidings.billing.gateways.base import (
@@ -62,6 +64,7 @@ from tidings.billing.gateways.base import (
     GatewayError,
     GatewayRefund,
     GatewayTimeout,
+    Movement,
     PaymentAttempt,
     RefundStatus,
 )
@@ -109,6 +112,7 @@ class _Refund:
     idempotency_key: str
     plan: _Plan
     status: RefundStatus
+    created: datetime
     status_queries: int = 0
     failure_reason: str | None = None
 
@@ -121,6 +125,8 @@ class _State:
     # (payment_id, idempotency_key) → (amount, currency, outcome) of the first attempt.
     attempts: dict[tuple[str, str], tuple[int, str, PaymentAttempt]] = field(default_factory=dict)
     next_refund: int = 1
+    # (when, payment_id, amount, currency) of every capture and approved retry.
+    captures: list[tuple[datetime, str, int, str]] = field(default_factory=list)
 
 
 class SandboxGateway(Gateway):
@@ -135,6 +141,7 @@ class SandboxGateway(Gateway):
         late_failure_after: int = 1,
         default_network: str = "visa",
         declines: DeclineClassifier | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if flaky_declines < 0 or late_failure_after < 0:
             raise ValueError("flaky_declines and late_failure_after are counts (0 or more)")
@@ -143,6 +150,7 @@ class SandboxGateway(Gateway):
         self.default_network = default_network
         if declines is not None:
             self.declines = declines
+        self.clock = clock
         self._lock = threading.Lock()
         self._state = _State()
 
@@ -170,6 +178,8 @@ class SandboxGateway(Gateway):
                 network=network or self.default_network,
                 captured=captured,
             )
+            if captured:
+                self._state.captures.append((self.clock(), payment_id, captured, currency.upper()))
 
     def update_card(self, payment_id: str, *, card: str, network: str | None = None) -> None:
         """The customer gave a new card: later attempts use it and count from zero."""
@@ -279,6 +289,7 @@ class SandboxGateway(Gateway):
             decline = self._decline_for(payment.token, payment.attempts_on_card)
             if decline is None:
                 payment.captured += amount
+                self._state.captures.append((self.clock(), payment_id, amount, currency))
                 attempt = PaymentAttempt(outcome="approved", network=payment.network)
             else:
                 attempt = PaymentAttempt(
@@ -286,6 +297,26 @@ class SandboxGateway(Gateway):
                 )
             self._state.attempts[(payment_id, idempotency_key)] = (amount, currency, attempt)
             return attempt
+
+    async def activity(self, day: date) -> list[Movement]:
+        with self._lock:
+            moved = [
+                Movement("in", payment_id, amount, currency)
+                for at, payment_id, amount, currency in self._state.captures
+                if at.astimezone(UTC).date() == day
+            ]
+            moved.extend(
+                Movement(
+                    "out",
+                    r.idempotency_key,
+                    r.amount,
+                    r.currency,
+                    failed=r.status == "failed",
+                )
+                for r in self._state.refunds.values()
+                if r.created.astimezone(UTC).date() == day
+            )
+            return moved
 
     # ------------------------------------------------------------------ internals (locked)
 
@@ -347,6 +378,7 @@ class SandboxGateway(Gateway):
             idempotency_key=idempotency_key,
             plan=plan,
             status=status,
+            created=self.clock(),
             failure_reason=reason,
         )
         self._state.next_refund += 1
