@@ -214,7 +214,8 @@ class BraintreeApi:
         amount = Decimal(refund.get("amount") or tx.amount)
         if tx.status not in REFUNDABLE:
             return self._refused("Cannot refund a transaction unless it is settled.", "91506")
-        if -amount.as_tuple().exponent > get_currency_precision(tx.currency):
+        scaled = amount.scaleb(get_currency_precision(tx.currency))
+        if scaled != scaled.to_integral_value():
             return self._refused("Amount is an invalid format.", "81503")
         left = tx.amount - sum(
             (r.amount for r in map(self.refunds.get, tx.refunds) if r and r.status not in FAILED),

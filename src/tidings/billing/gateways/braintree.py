@@ -1,58 +1,48 @@
 """Braintree through its GraphQL API (https://graphql.braintreepayments.com/).
 
-Followed: "Making API Calls" (one endpoint, POST ``{"query", "variables"}``, ``Authorization:
-Basic base64(public_key:private_key)``, a dated ``Braintree-Version``), "Error handling"
-(HTTP 200 with ``errors[].extensions.errorClass`` / ``legacyCode``), "Searching for
-Objects" (``search { transactions | refunds }``, cursor pages), the reference pages of
-``node``, ``refundTransaction``, ``chargePaymentMethod``, ``Refund``,
-``ProcessorDeclinedEvent``, ``GatewayRejectedEvent`` and ``SearchTimestampInput``, and the
-processor response codes of https://developer.paypal.com/braintree/docs/reference/general/
-processor-responses/authorization-responses.
+Followed: the guides "Making API Calls" (one endpoint; POST ``{"query", "variables"}``;
+``Authorization: Basic base64(public_key:private_key)``; a dated ``Braintree-Version``),
+"Error handling" (``errors[].extensions.errorClass`` / ``legacyCode``, HTTP 200 even then)
+and "Searching for Objects" (cursor pages); the reference of ``node``, ``refundTransaction``,
+``chargePaymentMethod``, ``Refund``, ``ProcessorDeclinedEvent``, ``GatewayRejectedEvent``,
+``SearchTimestampInput``; the processor response codes of https://developer.paypal.com/
+braintree/docs/reference/general/processor-responses/authorization-responses.
 
-Mapping:
-
-- A payment id is a Braintree transaction id (the GraphQL global id, not the legacy id).
-  Amounts are decimal strings in major units; they convert exactly to minor units with
-  the currency's exponent from Babel (JPY 0, KWD 3). A value with more decimals than the
-  currency allows is refused rather than rounded.
-- ``lookup_capture``: the transaction's amount when SUBMITTED_FOR_SETTLEMENT, SETTLING,
-  SETTLED or SETTLEMENT_PENDING (otherwise ``payment_not_captured``); refunded is the sum
-  of its refunds not in a failed status.
-- Refund status: SETTLED is succeeded; SUBMITTED_FOR_SETTLEMENT, SETTLING,
-  SETTLEMENT_PENDING and AUTHORIZED are pending; SETTLEMENT_DECLINED, FAILED,
-  GATEWAY_REJECTED, PROCESSOR_DECLINED and VOIDED are failed.
-- Idempotency: Braintree has no idempotency key, so ours travels as ``orderId`` of the
-  refund or charge. Before submitting, the adapter looks for what an earlier attempt may
-  have made: a refund of the transaction with that orderId, or a transaction found by
-  ``search { transactions(orderId: {is: key}) }``. It answers that instead of submitting
-  again (or refuses with ``idempotency_error`` when the amount differs).
-- ``retry_payment`` charges the original transaction's vaulted payment method
-  (``paymentMethod.id``; none is ``payment_method_missing``) on the same merchant account.
-  A captured or AUTHORIZED result is approved. PROCESSOR_DECLINED (or a VALIDATION error
-  whose legacyCode is a processor response code, 2000-3999) is declined with the code
-  mapped to Stripe's vocabulary (``PROCESSOR_DECLINES``; unknown is ``generic_decline``);
-  GATEWAY_REJECTED maps its ``gatewayRejectionReason``; FAILED is ``processing_error``.
-  The network is the card's ``brandCode`` lower-cased (AMERICAN_EXPRESS is ``amex``).
-- ``activity(day)``: transactions created that UTC day in a captured status (money in,
-  referenced by transaction id) and refunds created that day (money out, referenced by
-  orderId, i.e. our refund id; failed when in a failed status). SearchTimestampInput's
-  upper bound is exclusive but Braintree adds a minute to it, so results are filtered
-  again on ``createdAt``. A capture is dated by its transaction's creation (for charges,
-  the moment of capture).
-- Errors: HTTP 401/403 and errorClass AUTHENTICATION/AUTHORIZATION are permanent;
-  NOT_FOUND is permanent ``resource_missing``; VALIDATION is permanent with its legacyCode
-  (e.g. 91521 refund too large, 91506 not yet settled: Braintree wants a void then);
-  HTTP 408/429/5xx and errorClass INTERNAL, SERVICE_AVAILABILITY, RESOURCE_LIMIT are
-  transient; other classes are permanent. A refund or charge whose request may have been
-  sent and got no complete answer (timeout, connection lost mid-way) raises
-  GatewayTimeout; when nothing was sent (connect failures) or on reads it is a transient
-  GatewayError. Messages never carry the keys.
+- Payment ids are transaction ids (GraphQL global ids, not legacy ids). Amounts are decimal
+  strings in major units, converted exactly with the currency's exponent from Babel (JPY 0,
+  KWD 3); a value finer than the currency allows is refused, never rounded.
+- ``lookup_capture``: the amount of a SUBMITTED_FOR_SETTLEMENT, SETTLING, SETTLED or
+  SETTLEMENT_PENDING transaction (else ``payment_not_captured``); refunded sums its refunds
+  not in a failed status. Refund status: SETTLED succeeded; SUBMITTED_FOR_SETTLEMENT,
+  SETTLING, SETTLEMENT_PENDING, AUTHORIZED pending; SETTLEMENT_DECLINED, FAILED,
+  GATEWAY_REJECTED, PROCESSOR_DECLINED, VOIDED failed.
+- Braintree has no idempotency key: ours is the ``orderId`` of the refund or charge. Before
+  submitting, the adapter looks for what an earlier attempt made (a refund of the
+  transaction with that orderId; a transaction found by ``orderId: {is: key}``) and answers
+  it, or refuses with ``idempotency_error`` when the amount differs.
+- ``retry_payment`` charges the original transaction's vaulted ``paymentMethod`` (none:
+  ``payment_method_missing``) on its merchant account. Captured or AUTHORIZED is approved.
+  PROCESSOR_DECLINED, or a VALIDATION error whose legacyCode is a processor response code
+  (2000-3999), is declined with the code mapped by ``PROCESSOR_DECLINES`` (unknown:
+  ``generic_decline``); GATEWAY_REJECTED maps its ``gatewayRejectionReason``; FAILED is
+  ``processing_error``. The network is ``brandCode`` lower-cased (AMERICAN_EXPRESS: amex).
+- ``activity(day)``: transactions created that UTC day in a captured status (in, by
+  transaction id) and refunds created that day (out, by orderId; failed in a failed
+  status). SearchTimestampInput's upper bound is exclusive plus one minute, so results
+  are filtered again on ``createdAt``. Captures are dated by transaction creation, which
+  for a charge is when it was captured.
+- Errors: HTTP 401/403, errorClass AUTHENTICATION/AUTHORIZATION and other unknown classes
+  are permanent; NOT_FOUND is ``resource_missing``; VALIDATION carries its legacyCode
+  (91521 refund too large; 91506 not settled yet, which Braintree wants voided instead).
+  HTTP 408/429/5xx and INTERNAL, SERVICE_AVAILABILITY, RESOURCE_LIMIT are transient. A
+  refund or charge sent without a complete answer raises GatewayTimeout; a connect failure
+  (nothing sent) or a read without an answer is a transient GatewayError. Messages never
+  carry the keys.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -62,6 +52,7 @@ from babel.numbers import get_currency_precision
 
 from tidings.billing.gateways.base import (
     Capture,
+    Direction,
     Gateway,
     GatewayError,
     GatewayRefund,
@@ -151,12 +142,6 @@ SEARCH_REFUNDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    data: dict[str, Any]
-    errors: list[dict[str, Any]]
-
-
 class BraintreeGateway(Gateway):
     name = "braintree"
 
@@ -221,16 +206,16 @@ class BraintreeGateway(Gateway):
                 "refund": {"amount": _major(amount, currency), "orderId": idempotency_key},
             }
         }
-        answer = await self._call(
+        data, errors = await self._call(
             REFUND_MUTATION, variables, operation="refund", key=idempotency_key
         )
-        self._raise_for(answer.errors)
-        return _view(_path(answer.data, "refundTransaction", "refund"))
+        self._raise_for(errors)
+        return _view(_path(data, "refundTransaction", "refund"))
 
     async def refund_status(self, gateway_refund_id: str) -> GatewayRefund:
-        answer = await self._call(REFUND_QUERY, {"id": gateway_refund_id})
-        self._raise_for(answer.errors)
-        node = answer.data.get("node")
+        data, errors = await self._call(REFUND_QUERY, {"id": gateway_refund_id})
+        self._raise_for(errors)
+        node = data.get("node")
         if not isinstance(node, dict) or node.get("__typename") != "Refund":
             raise self._refused("no such refund", code="resource_missing")
         return _view(node)
@@ -251,9 +236,9 @@ class BraintreeGateway(Gateway):
             )
         fallback = _network(method.get("details"))
         search = {"input": {"orderId": {"is": idempotency_key}}, "first": PAGE_SIZE}
-        found = await self._call(SEARCH_TRANSACTIONS, search)
-        self._raise_for(found.errors)
-        edges = _path(found.data, "search", "transactions").get("edges") or []
+        data, errors = await self._call(SEARCH_TRANSACTIONS, search)
+        self._raise_for(errors)
+        edges = _path(data, "search", "transactions").get("edges") or []
         if edges:
             earlier = edges[0]["node"]
             self._check_same(earlier, amount, currency, idempotency_key)
@@ -262,14 +247,14 @@ class BraintreeGateway(Gateway):
         if tx.get("merchantAccountId"):
             charge["merchantAccountId"] = tx["merchantAccountId"]
         variables = {"input": {"paymentMethodId": method["id"], "transaction": charge}}
-        answer = await self._call(
+        data, errors = await self._call(
             CHARGE_MUTATION, variables, operation="retry_payment", key=idempotency_key
         )
-        made = (answer.data.get("chargePaymentMethod") or {}).get("transaction")
-        if made is None and not any(_processor_code(e) for e in answer.errors):
-            self._raise_for(answer.errors)
+        made = (data.get("chargePaymentMethod") or {}).get("transaction")
+        if made is None and not any(_processor_code(e) for e in errors):
+            self._raise_for(errors)
             raise self._transient("braintree answered the charge without a transaction")
-        return self._attempt(made, answer.errors, fallback)
+        return self._attempt(made, errors, fallback)
 
     async def activity(self, day: date) -> list[Movement]:
         start = datetime.combine(day, time(), tzinfo=UTC)
@@ -278,22 +263,13 @@ class BraintreeGateway(Gateway):
             "lessThanOrEqualTo": (start + timedelta(days=1)).isoformat().replace("+00:00", "Z"),
         }
         moved = [
-            Movement("in", tx["id"], _minor(tx["amount"]["value"], _currency(tx)), _currency(tx))
+            _movement("in", tx["id"], tx)
             for tx in await self._search(SEARCH_TRANSACTIONS, "transactions", window, day)
             if tx.get("status") in CAPTURED
         ]
-        for r in await self._search(SEARCH_REFUNDS, "refunds", window, day):
-            currency = _currency(r)
-            moved.append(
-                Movement(
-                    "out",
-                    r.get("orderId") or r["id"],
-                    _minor(r["amount"]["value"], currency),
-                    currency,
-                    failed=r.get("status") in FAILED,
-                )
-            )
-        return moved
+        refunds = await self._search(SEARCH_REFUNDS, "refunds", window, day)
+        # A refund made elsewhere without an orderId is known by its own id.
+        return moved + [_movement("out", r.get("orderId") or r["id"], r) for r in refunds]
 
     # ------------------------------------------------------------------ internals
 
@@ -304,9 +280,9 @@ class BraintreeGateway(Gateway):
         after: str | None = None
         while True:
             variables = {"input": {"createdAt": window}, "first": PAGE_SIZE, "after": after}
-            answer = await self._call(query, variables)
-            self._raise_for(answer.errors)
-            page = _path(answer.data, "search", field)
+            data, errors = await self._call(query, variables)
+            self._raise_for(errors)
+            page = _path(data, "search", field)
             for edge in page.get("edges") or []:
                 node = edge["node"]
                 if _created_on(node) == day:
@@ -317,9 +293,9 @@ class BraintreeGateway(Gateway):
                 return nodes
 
     async def _transaction(self, payment_id: str) -> dict[str, Any]:
-        answer = await self._call(TRANSACTION_QUERY, {"id": payment_id})
-        self._raise_for(answer.errors)
-        node = answer.data.get("node")
+        data, errors = await self._call(TRANSACTION_QUERY, {"id": payment_id})
+        self._raise_for(errors)
+        node = data.get("node")
         if not isinstance(node, dict) or node.get("__typename") != "Transaction":
             raise self._refused("no such transaction", code="resource_missing")
         return node
@@ -331,7 +307,7 @@ class BraintreeGateway(Gateway):
         *,
         operation: str | None = None,
         key: str | None = None,
-    ) -> _Answer:
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """POST one operation. ``operation`` names a money-moving one: a request that may
         have been sent without an answer is then a GatewayTimeout."""
         what = operation or "read"
@@ -369,7 +345,7 @@ class BraintreeGateway(Gateway):
         if "data" not in body and not errors:
             raise self._transient(f"braintree answered HTTP {status} without a GraphQL body")
         data = body.get("data")
-        return _Answer(data if isinstance(data, dict) else {}, errors)
+        return (data if isinstance(data, dict) else {}), errors
 
     def _raise_for(self, errors: list[dict[str, Any]]) -> None:
         if not errors:
@@ -424,6 +400,14 @@ class BraintreeGateway(Gateway):
 
     def _transient(self, message: str) -> GatewayError:
         return GatewayError(message, permanent=False, gateway=self.name)
+
+
+def _movement(direction: Direction, reference: str, node: dict[str, Any]) -> Movement:
+    currency = _currency(node)
+    failed = direction == "out" and node.get("status") in FAILED
+    return Movement(
+        direction, reference, _minor(node["amount"]["value"], currency), currency, failed
+    )
 
 
 def _view(refund: dict[str, Any]) -> GatewayRefund:
