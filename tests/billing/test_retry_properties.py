@@ -18,6 +18,7 @@ from tests.billing.support import NOW, emitter
 from tidings.billing import ledger, retry_service
 from tidings.billing import retry_repository as repo
 from tidings.billing.errors import BillingError
+from tidings.billing.repository import get_payment
 from tidings.billing.retries import OPEN, TRANSITIONS
 from tidings.billing.retry_policy import RetryPolicy
 from tidings.billing.retry_service import Failure, Outcome, RetryContext
@@ -49,23 +50,25 @@ def apply(engine: Engine, step: tuple[Any, ...], at: Any) -> None:
     kind, n = step[0], step[1]
     with engine.begin() as conn:
         if kind == "open":
-            retry_service.open_workflow(
-                conn,
-                CONTEXT,
-                Failure(
-                    payment_id=f"pay_{n}",
-                    order_id=f"order_{n}",
-                    customer_id=None,
-                    gateway="sandbox",
-                    amount=step[3],
-                    currency="EUR",
-                    decline_code=step[2],
-                    network="mastercard",
-                    at=at,
-                ),
-                now=at,
-                actor="billing",
+            collected = get_payment(conn, f"pay_{n}") is not None
+            failure = Failure(
+                payment_id=f"pay_{n}",
+                order_id=f"order_{n}",
+                customer_id=None,
+                gateway="sandbox",
+                amount=step[3],
+                currency="EUR",
+                decline_code=step[2],
+                network="mastercard",
+                at=at,
             )
+            try:
+                retry_service.open_workflow(conn, CONTEXT, failure, now=at, actor="billing")
+            except BillingError as refused:
+                # Collected already: a later failure report must not charge again.
+                assert (collected, refused.code) == (True, "payment_already_captured"), step
+            else:
+                assert not collected, step
             return
         workflow = repo.latest_workflow_for_payment(conn, f"pay_{n}")
         if workflow is None:

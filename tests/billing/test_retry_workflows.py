@@ -144,7 +144,7 @@ def test_a_hard_decline_goes_straight_to_the_final_action(engine: Engine) -> Non
     assert kinds == ["payment.failed", "order.canceled", "payment.retries_exhausted"]
     failed = emitted(engine)[0][1]
     assert failed["decline_category"] == "hard"
-    assert "next_attempt_at" not in failed
+    assert failed.get("next_attempt_at") is None
 
 
 def test_soft_declines_then_an_approval_recover_the_payment(engine: Engine) -> None:

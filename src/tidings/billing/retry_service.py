@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from tidings.audit.chain import AuditEntry, append
-from tidings.billing import ledger
+from tidings.billing import ledger, repository
 from tidings.billing import retry_repository as repo
 from tidings.billing.errors import BillingError
 from tidings.billing.gateways.declines import DeclineCategory
@@ -116,12 +116,22 @@ def open_workflow(
 
     A payment already being recovered is not opened twice: a repeated failure report
     (the gateway echoing one of our own attempts, a redelivery under another id) joins
-    the open workflow and changes nothing.
+    the open workflow and changes nothing. A failure reported for a payment already
+    captured (a late webhook, an echo of an attempt that went through) is refused:
+    retrying it would charge the customer twice.
     """
     positive_amount(failure.amount)
     existing = repo.open_workflow_for_payment(conn, failure.payment_id)
     if existing is not None:
         return existing, False
+    captured = repository.get_payment(conn, failure.payment_id)
+    if captured is not None and captured.captured > 0:
+        raise BillingError(
+            "payment_already_captured",
+            f"Payment {failure.payment_id} is captured; a failure reported after its capture "
+            "opens no retries.",
+            "payment_id",
+        )
     name, policy = policy_for(conn, ctx.store)
     workflow_id = new_id("rw")
     category = ctx.declines.category(failure.decline_code)

@@ -93,10 +93,28 @@ class Payment(OrderScoped):
 class PaymentFailed(Payment):
     decline_code: str | None = None
     attempt: Annotated[StrictInt, Field(ge=1)] = 1
+    network: str | None = None
+    # Set on the events billing's retry workflows emit (source tidings:billing): whether
+    # the card may go through later, where the customer updates it, when we try again.
+    decline_category: Literal["hard", "soft"] | None = None
+    update_payment_url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
+    next_attempt_at: AwareDatetime | None = None
+    retry_workflow_id: Id | None = None
 
 
 class PaymentRetryScheduled(PaymentFailed):
     next_attempt_at: AwareDatetime
+    attempts_left: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class PaymentRetriesExhausted(PaymentFailed):
+    final_action: Literal["cancel_order", "mark_uncollectible", "escalate"] | None = None
+    attempts: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class PaymentRecovered(Payment):
+    attempt: Annotated[StrictInt, Field(ge=0)] | None = None
+    retry_workflow_id: Id | None = None
 
 
 class Refund(OrderScoped):
@@ -231,8 +249,8 @@ CATALOGUE: dict[str, type[Data]] = {
     "payment.captured": Payment,
     "payment.failed": PaymentFailed,
     "payment.retry_scheduled": PaymentRetryScheduled,
-    "payment.recovered": Payment,
-    "payment.retries_exhausted": PaymentFailed,
+    "payment.recovered": PaymentRecovered,
+    "payment.retries_exhausted": PaymentRetriesExhausted,
     "payment.disputed": PaymentDisputed,
     "payment.method_updated": PaymentMethodUpdated,
     "refund.requested": Refund,
