@@ -302,6 +302,10 @@ def test_a_retry_repeated_with_its_key_answers_the_first_outcome(stub: StripeStu
     assert first == again == PaymentAttempt("declined", "insufficient_funds", "visa")
     # Replayed by the key, not declined a second time: the next new attempt is approved.
     assert run(stub, retry_of(payment, "try_2")).outcome == "approved"
+    # Once paid, the first key still answers its decline and a new key reports the payment.
+    assert run(stub, retry_of(payment, "try_1")) == first
+    assert run(stub, retry_of(payment, "try_3")) == PaymentAttempt("approved", network="visa")
+    assert len([c for c in stub.charges.values() if c["paid"]]) == 1
 
 
 def test_a_hard_decline_is_classified_hard(stub: StripeStub) -> None:

@@ -286,7 +286,7 @@ class StripeStub:
                 "This PaymentIntent's status is succeeded, so it cannot be confirmed.",
                 code="payment_intent_unexpected_state",
             )
-        method = self.methods.get(params.get("payment_method", intent["payment_method"]))
+        method = self.methods.get(str(params.get("payment_method", intent["payment_method"])))
         if method is None:
             return _missing("payment_method", params.get("payment_method", ""))
         intent["payment_method"] = method["id"]

@@ -62,6 +62,7 @@ _REFUND_STATUSES: dict[str, RefundStatus] = {
     "failed": "failed",
     "canceled": "failed",
 }
+_PAID = ("succeeded", "requires_capture")
 # Raised by httpx before the request could have reached Stripe.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -165,8 +166,6 @@ class StripeGateway(Gateway):
                 f"not {amount} {currency.upper()}",
                 code="amount_mismatch",
             )
-        if intent.status in ("succeeded", "requires_capture"):
-            return PaymentAttempt("approved", network=_charge_brand(intent.latest_charge))
         error = intent.last_payment_error
         method = _id_of(error.payment_method if error else None) or _id_of(intent.payment_method)
         if method is None:
@@ -185,8 +184,12 @@ class StripeGateway(Gateway):
                 exc, fallback_network=_method_brand(error.payment_method if error else None)
             )
         except stripe.StripeError as exc:
+            # Paid already by an attempt with another key: a new key cannot confirm again.
+            # (The same key is answered by Stripe with that attempt's first outcome.)
+            if exc.code == "payment_intent_unexpected_state" and intent.status in _PAID:
+                return PaymentAttempt("approved", network=_charge_brand(intent.latest_charge))
             raise self._translate(exc, "retry_payment", idempotency_key) from exc
-        if confirmed.status in ("succeeded", "requires_capture"):
+        if confirmed.status in _PAID:
             return PaymentAttempt("approved", network=_charge_brand(confirmed.latest_charge))
         if confirmed.status == "processing":
             raise GatewayTimeout(
