@@ -9,6 +9,7 @@ reply. ``down()`` / ``up()`` stop and restart listening on the same port.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sys
@@ -115,7 +116,9 @@ class HttpStub:
 
         self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: stop() (and down() in fault tests) waits at most this long.
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
         return self
 
