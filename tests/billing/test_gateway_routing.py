@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from tidings.billing.gateways.braintree import BraintreeGateway
 from tidings.billing.gateways.configured import configured_gateways
 from tidings.billing.gateways.routing import GatewayRouter, Route, RoutingError, parse_routes
 from tidings.billing.gateways.sandbox import SandboxGateway
+from tidings.billing.gateways.stripe_gateway import StripeGateway
 from tidings.config import Settings
 
 
@@ -121,3 +123,19 @@ def test_the_default_settings_configure_the_sandbox_alone() -> None:
     gateways = configured_gateways(Settings())
     assert gateways.names == ["sandbox"]
     assert isinstance(gateways.named("sandbox"), SandboxGateway)
+
+
+def test_every_named_gateway_is_built_from_its_settings_in_order() -> None:
+    settings = Settings(
+        billing_gateways="stripe, braintree, sandbox",
+        billing_routes="lumen/EUR=stripe>braintree, *=sandbox",
+        stripe_api_key="sk_test_4eC39HqLyjWDarjtT1zdp7dc",  # type: ignore[arg-type]
+        braintree_public_key="pk_test",
+        braintree_private_key="bt_private",  # type: ignore[arg-type]
+    )
+    gateways = configured_gateways(settings)
+    assert gateways.names == ["stripe", "braintree", "sandbox"]
+    assert isinstance(gateways.named("stripe"), StripeGateway)
+    assert isinstance(gateways.named("braintree"), BraintreeGateway)
+    assert gateways.route("lumen", "EUR") == Route("lumen", "EUR", "stripe", "braintree")
+    assert gateways.route("other", "EUR").primary == "sandbox"

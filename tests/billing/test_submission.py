@@ -373,3 +373,37 @@ def test_concurrent_submitters_send_each_refund_once(engine: Engine) -> None:
     assert sandbox.refund_requests == Counter(dict.fromkeys(ids, 1))
     assert {stored(engine, refund_id).status for refund_id in ids} == {"succeeded"}
     assert balances(engine)["refunds"] == sum(500 + n for n in range(12))
+
+
+class OtherGateway(CountingSandbox):
+    name = "stripe"
+
+
+def test_a_refund_goes_to_the_gateway_that_took_its_payment(engine: Engine) -> None:
+    first, own = OtherGateway(), CountingSandbox()
+    own.add_payment("pay_1", currency="EUR", captured=CAPTURED)
+    billing = Billing(
+        store="lumen",
+        gateways=GatewayRouter([first, own]),
+        approvals=ApprovalPolicy(),
+        emitter=emitter(),
+    )
+    refund = approved(engine, 2500)
+    assert submit_due(engine, billing, now=SOON) == 1
+    assert stored(engine, refund.id).status == "succeeded"
+    assert (dict(own.refund_requests), dict(first.refund_requests)) == ({refund.id: 1}, {})
+
+
+def test_a_refund_whose_gateway_is_not_configured_fails_saying_so(engine: Engine) -> None:
+    billing = Billing(
+        store="lumen",
+        gateways=GatewayRouter([OtherGateway()]),
+        approvals=ApprovalPolicy(),
+        emitter=emitter(),
+    )
+    refund = approved(engine, 2500)
+    submit_due(engine, billing, now=SOON)
+    failed = stored(engine, refund.id)
+    assert failed.status == "failed"
+    assert "'sandbox', which is not configured" in (failed.failure_reason or "")
+    assert refunded(engine) == 0

@@ -16,6 +16,7 @@ from tidings.api.problems import ApiProblem
 from tidings.billing import reconciliation
 from tidings.billing.api import _AUTH, _INVALID, PREFIX
 from tidings.billing.context import Billing
+from tidings.billing.gateways import loop as gateway_loop
 from tidings.billing.gateways.base import Gateway, GatewayError, GatewayTimeout
 from tidings.billing.schemas import Problem
 from tidings.db.engine import read_transaction
@@ -124,7 +125,7 @@ async def get_reconciliation(
     chosen = _gateway(runtime.billing, gateway)
     wanted = day or (utcnow() - timedelta(days=1)).date()
     try:
-        reported = await chosen.activity(wanted)
+        reported = await gateway_loop.call_async(chosen.activity(wanted))
     except (GatewayError, GatewayTimeout) as exc:
         raise ApiProblem(
             502,

@@ -19,7 +19,6 @@ a hard decline: retrying the same request cannot succeed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
@@ -29,6 +28,7 @@ from sqlalchemy import Engine
 
 from tidings.billing import retry_repository as repo
 from tidings.billing import retry_service
+from tidings.billing.gateways import loop as gateway_loop
 from tidings.billing.gateways.base import Gateway, GatewayError, GatewayTimeout
 from tidings.billing.retries import attempt_key
 from tidings.billing.retry_repository import Workflow
@@ -133,5 +133,4 @@ def _charge(gateway: Gateway, workflow: Workflow, number: int) -> Outcome:
 
 
 def _wait(call: Coroutine[Any, Any, T]) -> T:
-    # Called from the worker's billing thread, which runs no event loop of its own.
-    return asyncio.run(call)
+    return gateway_loop.call(call)

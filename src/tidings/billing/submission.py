@@ -34,14 +34,12 @@ Reconciliation (``reconcile``) asks the gateway about refunds not changed for
   (gateways/base.py: "Only None makes submitting again ... safe").
 
 Gateways are async and this module is sync, like the worker tick that runs it in a
-thread of its own: each gateway call runs on a fresh event loop (``asyncio.run``). So
-call these functions from a thread with no running loop, and give them gateways that do
-not tie connections to one loop.
+thread of its own: each gateway call runs on the process's gateway loop
+(gateways/loop.py), where the gateway's pooled connections live.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -53,6 +51,7 @@ from sqlalchemy import Connection, Engine
 from tidings.audit.chain import AuditEntry, append
 from tidings.billing import payment_feed, repository, retry_runner, service
 from tidings.billing.context import Billing
+from tidings.billing.gateways import loop as gateway_loop
 from tidings.billing.gateways.base import Gateway, GatewayError, GatewayRefund, GatewayTimeout
 from tidings.billing.refunds import transition
 from tidings.billing.repository import Refund
@@ -194,7 +193,7 @@ class BillingTick:
 
 
 def _wait(call: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(call)
+    return gateway_loop.call(call)
 
 
 def _payment_gateway_name(conn: Connection, refund: Refund) -> str:
