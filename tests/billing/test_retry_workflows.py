@@ -480,3 +480,50 @@ def test_two_workers_attempt_each_due_workflow_once(engine: Engine) -> None:
         attempts = repo.attempts_of_many(conn, ids)
     assert {w.status for w in done if w} == {"recovered"}
     assert all(len(a) == 2 for a in attempts.values())
+
+
+def test_an_event_that_cannot_be_applied_waits_longer_each_time_and_blocks_nothing(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = payment_feed._apply
+    broken = {"pay_9"}
+
+    def apply_unless_broken(conn: Any, ctx: Any, stored: Any, **kw: Any) -> str:
+        if stored.data.get("payment_id") in broken:
+            raise RuntimeError("the database went away")
+        return real(conn, ctx, stored, **kw)
+
+    monkeypatch.setattr(payment_feed, "_apply", apply_unless_broken)
+    post(engine, event("payment.failed", "pf-bad", FAILED_DATA))
+    post(engine, event("payment.failed", "pf-ok", FAILED_DATA | {"payment_id": "pay_10"}))
+
+    def inbox(ce_id: str) -> Any:
+        with engine.connect() as conn:
+            return conn.execute(
+                select(billing_inbox)
+                .join(events, events.c.id == billing_inbox.c.event_id)
+                .where(events.c.ce_id == ce_id)
+            ).one()
+
+    # The good event behind the broken one is applied; the broken one waits 5 s, then 10.
+    assert payment_feed.apply_pending(engine, context(), now=NOW) == 1
+    first = inbox("pf-bad")
+    assert (first.attempts, first.retry_at, first.applied_at) == (
+        1,
+        NOW + timedelta(seconds=5),
+        None,
+    )
+    assert "the database went away" in first.last_error
+    assert payment_feed.apply_pending(engine, context(), now=NOW + timedelta(seconds=4)) == 0
+    assert inbox("pf-bad").attempts == 1
+    payment_feed.apply_pending(engine, context(), now=NOW + timedelta(seconds=5))
+    assert (inbox("pf-bad").attempts, inbox("pf-bad").retry_at) == (
+        2,
+        NOW + timedelta(seconds=15),
+    )
+    # Fixed (a deploy): the next try after the wait applies it, once.
+    broken.clear()
+    assert payment_feed.apply_pending(engine, context(), now=NOW + timedelta(seconds=15)) == 1
+    assert inbox("pf-bad").outcome.startswith("opened ")
+    with engine.connect() as conn:
+        assert len(repo.list_workflows(conn)) == 2

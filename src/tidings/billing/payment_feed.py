@@ -43,7 +43,7 @@ def apply_pending(
 ) -> int:
     """Act on up to ``limit`` stored events billing has not seen; returns how many."""
     with engine.connect() as conn:
-        pending = repo.pending_events(conn, limit=limit)
+        pending = repo.pending_events(conn, now=now, limit=limit)
     done = 0
     for event in pending:
         try:
@@ -59,10 +59,16 @@ def apply_pending(
                 if repo.mark_applied(conn, event.id, f"refused: {exc.code}", now):
                     log.warning("event %s refused by billing: %s", event.id, exc.detail)
             done += 1
-        except Exception:
-            # Left unapplied: the next tick tries again (a database hiccup, a bug fixed
-            # by a deploy); nothing is lost.
+        except Exception as exc:
+            # Left unapplied and tried again later, each time later still (a database
+            # hiccup, a bug fixed by a deploy); nothing is lost.
             log.exception("event %s: billing could not act on it", event.id)
+            try:
+                with engine.begin() as conn:
+                    retry_at = repo.postpone(conn, event.id, repr(exc), now=now)
+                log.info("event %s: trying again at %s", event.id, retry_at.isoformat())
+            except Exception:
+                log.exception("event %s: could not postpone it; the next tick retries", event.id)
     return done
 
 

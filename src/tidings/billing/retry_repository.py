@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, or_, select, update
@@ -281,8 +281,9 @@ class StoredEvent:
     customer_id: str | None
 
 
-def pending_events(conn: Connection, *, limit: int) -> list[StoredEvent]:
-    """Events intake queued for billing and not applied yet, oldest first."""
+def pending_events(conn: Connection, *, now: datetime, limit: int) -> list[StoredEvent]:
+    """Events intake queued for billing and not applied yet, oldest first; one that
+    failed waits for its ``retry_at``."""
     query = (
         select(
             events.c.id,
@@ -294,7 +295,10 @@ def pending_events(conn: Connection, *, limit: int) -> list[StoredEvent]:
             events.c.customer_id,
         )
         .join(billing_inbox, billing_inbox.c.event_id == events.c.id)
-        .where(billing_inbox.c.applied_at.is_(None))
+        .where(
+            billing_inbox.c.applied_at.is_(None),
+            or_(billing_inbox.c.retry_at.is_(None), billing_inbox.c.retry_at <= now),
+        )
         .order_by(billing_inbox.c.queued_at, events.c.time, events.c.id)
         .limit(limit)
     )
@@ -324,6 +328,21 @@ def mark_applied(conn: Connection, event_id: str, outcome: str, now: datetime) -
         .values(applied_at=now, outcome=outcome[:64])
     )
     return result.rowcount == 1
+
+
+def postpone(conn: Connection, event_id: str, error: str, *, now: datetime) -> datetime:
+    """Acting on the event failed: count it and wait longer each time, up to an hour, so
+    one broken event neither stalls the events behind it nor floods the log."""
+    attempts = conn.execute(
+        select(billing_inbox.c.attempts).where(billing_inbox.c.event_id == event_id)
+    ).scalar_one()
+    retry_at = now + timedelta(seconds=min(5 * 2 ** int(attempts), 3600))
+    conn.execute(
+        update(billing_inbox)
+        .where(billing_inbox.c.event_id == event_id, billing_inbox.c.applied_at.is_(None))
+        .values(attempts=billing_inbox.c.attempts + 1, retry_at=retry_at, last_error=error[:500])
+    )
+    return retry_at
 
 
 def set_applied_outcome(conn: Connection, event_id: str, outcome: str) -> None:

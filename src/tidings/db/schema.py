@@ -559,6 +559,10 @@ billing_inbox = Table(
     Column("applied_at", UTCDateTime),
     # What came of it: "opened rw_...", "stopped 1", "refused: invalid_amount", ...
     Column("outcome", String(64)),
+    # Failed attempts to act on it (not refusals): each waits longer before the next.
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("retry_at", UTCDateTime),
+    Column("last_error", String(500)),
     Index(
         "ix_billing_inbox_pending",
         "queued_at",

@@ -104,6 +104,9 @@ def upgrade() -> None:
         sa.Column("queued_at", UTCDateTime(), nullable=False),
         sa.Column("applied_at", UTCDateTime(), nullable=True),
         sa.Column("outcome", sa.String(length=64), nullable=True),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("retry_at", UTCDateTime(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_billing_inbox")),
     )
     op.create_index(
