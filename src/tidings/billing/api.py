@@ -6,8 +6,6 @@ Each route parses, runs one billing move in one transaction and answers; refusal
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy import Connection
 
+from tidings.api import cursors
 from tidings.api.auth import scope
 from tidings.api.keys import Principal
 from tidings.api.problems import ApiProblem
@@ -170,26 +169,6 @@ def post_refund(
 _CURSOR = re.compile(r"re_[0-9A-Z]{26}")
 
 
-def _encode_cursor(refund_id: str) -> str:
-    return base64.urlsafe_b64encode(refund_id.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        decoded = ""
-    if not _CURSOR.fullmatch(decoded):
-        raise ApiProblem(
-            422,
-            "invalid_cursor",
-            "This cursor was not issued by this API; pass next_cursor from the previous page "
-            "unchanged, or leave cursor out for the first page.",
-            field="cursor",
-        )
-    return decoded
-
-
 @router.get("/refunds", response_model=RefundPage, responses={**_AUTH, **_INVALID})
 def list_refunds(
     request: Request,
@@ -219,7 +198,7 @@ def list_refunds(
             "created_to must be later than created_from; swap them or widen the window.",
             field="created_to",
         )
-    after = _decode_cursor(cursor) if cursor is not None else None
+    after = cursors.decode(cursor, _CURSOR) if cursor is not None else None
     with read_transaction(request.app.state.runtime.engine) as conn:
         found = repository.list_refunds(
             conn,
@@ -231,7 +210,7 @@ def list_refunds(
             limit=limit + 1,
         )
     refunds, more = found[:limit], len(found) > limit
-    next_cursor = _encode_cursor(refunds[-1].id) if more else None
+    next_cursor = cursors.encode(refunds[-1].id) if more else None
     return RefundPage(items=[RefundOut.of(r) for r in refunds], next_cursor=next_cursor)
 
 

@@ -4,13 +4,12 @@ stop). Each route runs one billing move in one transaction."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from tidings.api import cursors
 from tidings.api.auth import scope
 from tidings.api.keys import Principal
 from tidings.api.problems import ApiProblem
@@ -84,26 +83,6 @@ def put_policy(
     )
 
 
-def _encode_cursor(workflow_id: str) -> str:
-    return base64.urlsafe_b64encode(workflow_id.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        decoded = ""
-    if not _CURSOR.fullmatch(decoded):
-        raise ApiProblem(
-            422,
-            "invalid_cursor",
-            "This cursor was not issued by this API; pass next_cursor from the previous page "
-            "unchanged, or leave cursor out for the first page.",
-            field="cursor",
-        )
-    return decoded
-
-
 @router.get("/retry-workflows", response_model=WorkflowPage, responses={**_AUTH, **_INVALID})
 def list_workflows(
     request: Request,
@@ -122,7 +101,7 @@ def list_workflows(
             f"{', '.join(WORKFLOW_STATUSES)}.",
             field="status",
         )
-    after = _decode_cursor(cursor) if cursor is not None else None
+    after = cursors.decode(cursor, _CURSOR) if cursor is not None else None
     with read_transaction(request.app.state.runtime.engine) as conn:
         found = repo.list_workflows(
             conn,
@@ -135,7 +114,7 @@ def list_workflows(
     page, more = found[:limit], len(found) > limit
     return WorkflowPage(
         items=[WorkflowOut.of(w) for w in page],
-        next_cursor=_encode_cursor(page[-1].id) if more else None,
+        next_cursor=cursors.encode(page[-1].id) if more else None,
     )
 
 
