@@ -42,6 +42,7 @@ def test_the_builtin_rules_load() -> None:
     assert rules.categories == {
         "refund",
         "payment",
+        "billing",
         "security",
         "order",
         "shipping",

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, and_, or_, select, update
 
+from tidings.db.claims import lock_due
 from tidings.db.schema import payments, refunds
 
 
@@ -188,21 +189,22 @@ def claim_refunds(
     """Move up to ``limit`` refunds from ``status`` to ``new_status``, oldest change first,
     and return them as moved.
 
-    PostgreSQL skips rows another claimer has locked (FOR UPDATE SKIP LOCKED), so
-    concurrent workers take different refunds without waiting; SQLite runs one writer at
-    a time. The status guard in the UPDATE itself means a refund is moved once.
+    Concurrent workers take different refunds without waiting (db/claims.py); the status
+    guard in the UPDATE itself means a refund is moved once.
     """
     due = (
         select(refunds.c.id)
         .where(refunds.c.status == status)
         .order_by(refunds.c.updated_at, refunds.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    ids = lock_due(conn, due)
+    if not ids:
+        return []
     rows = (
         conn.execute(
             update(refunds)
-            .where(refunds.c.id.in_(due.scalar_subquery()), refunds.c.status == status)
+            .where(refunds.c.id.in_(ids), refunds.c.status == status)
             .values(status=new_status, updated_at=now)
             .returning(*refunds.c)
         )

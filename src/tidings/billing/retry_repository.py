@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, and_, or_, select, update
 
 from tidings.billing.retries import OPEN
+from tidings.db.claims import lock_due
 from tidings.db.dialect import upsert
 from tidings.db.schema import (
     billing_inbox,
@@ -211,8 +212,8 @@ def claim_due(
 
     A retaken one repeats its attempt with the same idempotency key, so a gateway that
     did act on the lost request answers with that outcome instead of charging again.
-    PostgreSQL skips rows another worker holds (FOR UPDATE SKIP LOCKED); SQLite runs one
-    writer at a time; the status guard in the UPDATE claims each workflow once.
+    Concurrent workers take different workflows without waiting (db/claims.py); the
+    status guard in the UPDATE claims each workflow once.
     """
     due_condition = _due(now, stale_before)
     due = (
@@ -220,12 +221,14 @@ def claim_due(
         .where(due_condition)
         .order_by(workflows.c.next_attempt_at, workflows.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    ids = lock_due(conn, due)
+    if not ids:
+        return []
     rows = (
         conn.execute(
             update(workflows)
-            .where(workflows.c.id.in_(due.scalar_subquery()), due_condition)
+            .where(workflows.c.id.in_(ids), due_condition)
             .values(status="retrying", updated_at=now)
             .returning(*workflows.c)
         )

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from tidings.audit.chain import AuditEntry, append
+from tidings.db.claims import lock_due
 from tidings.db.dialect import upsert
 from tidings.db.schema import (
     customers,
@@ -82,13 +83,13 @@ def claim(
         .where(delivery_jobs.c.status.in_(ACTIVE), delivery_jobs.c.run_at <= now)
         .order_by(delivery_jobs.c.lane, delivery_jobs.c.run_at)
         .limit(limit)
-        # PostgreSQL: concurrent workers skip each other's rows instead of waiting.
-        # SQLite ignores this; its writers are serialized by BEGIN IMMEDIATE.
-        .with_for_update(skip_locked=True)
     )
+    ids = lock_due(conn, due)
+    if not ids:
+        return []
     claimed = conn.execute(
         update(delivery_jobs)
-        .where(delivery_jobs.c.id.in_(due.scalar_subquery()))
+        .where(delivery_jobs.c.id.in_(ids))
         .values(
             status="leased",
             run_at=now + lease,

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from tidings.db.claims import lock_due
 from tidings.db.dialect import upsert
 from tidings.db.schema import timers
 
@@ -51,11 +52,13 @@ def claim(conn: Connection, *, now: datetime, limit: int, lease: timedelta) -> l
         .where(timers.c.status.in_((PENDING, LEASED)), timers.c.due_at <= now)
         .order_by(timers.c.due_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    keys = lock_due(conn, due)
+    if not keys:
+        return []
     rows = conn.execute(
         update(timers)
-        .where(timers.c.key.in_(due.scalar_subquery()))
+        .where(timers.c.key.in_(keys))
         .values(status=LEASED, due_at=now + lease, attempts=timers.c.attempts + 1, updated_at=now)
         .returning(timers.c.key, timers.c.kind, timers.c.payload, timers.c.attempts)
     ).all()

@@ -246,7 +246,7 @@ def test_invoice_payment_failed_counts_attempts(client: TestClient, stripe: Runt
     data = row.data
     assert (data["order_id"], data["payment_id"]) == ("SUB-1044", intent)
     assert (data["amount"], data["currency"], data["attempt"]) == (1900, "EUR", 2)
-    assert data["next_attempt_at"] == "2026-11-25T08:00:00+00:00"
+    assert datetime.fromisoformat(data["next_attempt_at"]) == datetime(2026, 11, 25, 8, tzinfo=UTC)
 
 
 def test_payment_intent_succeeded_is_payment_captured(client: TestClient, stripe: Runtime) -> None:
