@@ -407,3 +407,19 @@ def test_a_refund_whose_gateway_is_not_configured_fails_saying_so(engine: Engine
     assert failed.status == "failed"
     assert "'sandbox', which is not configured" in (failed.failure_reason or "")
     assert refunded(engine) == 0
+
+
+def test_a_claim_moves_at_most_its_limit(engine: Engine) -> None:
+    with engine.begin() as conn:
+        capture(conn, amount=CAPTURED)
+        for n in range(3):
+            request(conn, amount=1000, idempotency_key=f"k{n}")
+    moved = []
+    for _ in range(3):
+        with engine.begin() as conn:
+            claimed = repository.claim_refunds(
+                conn, status="approved", new_status="submitted", now=SOON, limit=1
+            )
+        assert len(claimed) == 1
+        moved.extend(r.id for r in claimed)
+    assert len(set(moved)) == 3

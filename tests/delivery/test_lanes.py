@@ -48,3 +48,29 @@ def test_critical_jobs_are_claimed_before_older_bulk_ones(
             conn, worker_id="w", limit=len(urgent), now=now, lease=timedelta(seconds=30)
         )
     assert sorted(job.job_id for job in claimed) == sorted(urgent)
+
+
+def test_a_claim_takes_at_most_its_limit_and_the_next_takes_the_rest(
+    client: TestClient, runtime: Runtime
+) -> None:
+    for n in range(5):
+        event = refund_authorized(str(n), id=f"refund-{n}", customer=JORDAN)
+        event["data"]["refund_id"] = f"re_{n}"
+        answer = client.post(
+            "/api/events",
+            content=json.dumps(event),
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        assert answer.status_code == 202
+    now = utcnow()
+    with runtime.engine.connect() as conn:
+        queued = set(conn.scalars(select(delivery_jobs.c.id)))
+    taken: list[str] = []
+    for _ in range(len(queued)):
+        with runtime.engine.begin() as conn:
+            claimed = queue.claim(conn, worker_id="w", limit=1, now=now, lease=timedelta(minutes=5))
+        assert len(claimed) == 1
+        taken.extend(job.job_id for job in claimed)
+    assert sorted(taken) == sorted(queued)
+    with runtime.engine.begin() as conn:
+        assert queue.claim(conn, worker_id="w", limit=1, now=now, lease=timedelta(minutes=5)) == []
