@@ -8,18 +8,35 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 
 from tests.delivery.providers.test_email_postmark import TOKEN, postmark_api
+from tests.delivery.test_receipts_api import (
+    ACCOUNT_SID,
+    POSTMARK_PASSWORD,
+    POSTMARK_USER,
+    TwilioMessagesApi,
+    postmark_post,
+    postmark_record,
+    status_callback,
+    twilio_post,
+)
+from tests.delivery.test_receipts_api import AUTH_TOKEN as TWILIO_AUTH_TOKEN
+from tests.delivery.test_receipts_api import PUBLIC_URL as TWILIO_PUBLIC_URL
+from tests.delivery.test_receipts_api import SENDER as TWILIO_SENDER
 from tests.support.events import refund_authorized
 from tests.support.http_stub import HttpStub, Reply, Request
+from tests.support.providers import write_refund_rules
 from tests.support.smtp import SmtpServer
 from tests.support.work import drain
+from tidings.api.app import create_app
 from tidings.api.keys import create_key
+from tidings.config import Settings
 from tidings.db.schema import delivery_attempts, notifications
 from tidings.db.types import utcnow
 from tidings.delivery.metrics import (
@@ -29,7 +46,7 @@ from tidings.delivery.metrics import (
     rates,
     summarize,
 )
-from tidings.runtime import Runtime
+from tidings.runtime import Runtime, build_runtime
 from tidings.templates.rendering import Renderer
 from tidings.templates.store import TemplateStore
 
@@ -461,3 +478,165 @@ def test_window_defaults_and_limits() -> None:
     with pytest.raises(WindowError) as basic:
         parse_window(since="20261121T100000Z", until=None, now=now)
     assert (basic.value.code, basic.value.field) == ("invalid_time", "since")
+
+
+# --- receipts through their routes, email and SMS ------------------------------------
+
+
+def test_counts_and_rates_follow_receipts_posted_to_the_postmark_and_twilio_routes(
+    settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    """Email by Postmark and SMS by Twilio (both on loopback), each outcome then reported
+    the way the provider reports it: Postmark's webhooks with its Basic credentials, Twilio's
+    status callbacks signed with the Auth Token over the StatusCallback URL."""
+    messages = TwilioMessagesApi()
+    busy_once: set[str] = set()
+
+    def twilio(request: Request) -> Reply:
+        # Twilio's own trouble for Sam's first send: a 503 ("Twilio API responses").
+        if request.form().get("To") == [SMS_CUSTOMERS["sam"]] and not busy_once:
+            busy_once.add("sam")
+            return Reply(503, {"code": 20503, "message": "Service unavailable", "status": 503})
+        return messages(request)
+
+    twilio_stub = HttpStub(twilio).start()
+    postmark_stub = HttpStub(postmark_api()).start()
+    runtime = build_runtime(
+        settings.model_copy(
+            update={
+                "rules_path": write_refund_rules(tmp_path),
+                "email_providers": "postmark",
+                "postmark_server_token": SecretStr(TOKEN),
+                "postmark_api_url": postmark_stub.url,
+                "postmark_webhook_user": POSTMARK_USER,
+                "postmark_webhook_password": SecretStr(POSTMARK_PASSWORD),
+                "sms_providers": "twilio",
+                "twilio_account_sid": ACCOUNT_SID,
+                "twilio_auth_token": SecretStr(TWILIO_AUTH_TOKEN),
+                "twilio_from": TWILIO_SENDER,
+                "twilio_api_url": twilio_stub.url,
+                "public_url": TWILIO_PUBLIC_URL,
+            }
+        ),
+        engine=engine,
+    )
+    with runtime.engine.begin() as conn:
+        _, key = create_key(conn, name="t", scopes=["admin"], actor="t", now=utcnow())
+    try:
+        with TestClient(create_app(runtime)) as client:
+            client.headers["Authorization"] = f"Bearer {key}"
+            for name, phone in SMS_CUSTOMERS.items():
+                person = {**customer(name), "phone": phone}
+                event = refund_authorized(f"ord-{name}", customer=person)
+                response = client.post("/api/events", content=json.dumps(event), headers=STRUCTURED)
+                assert response.status_code in (200, 202), response.text
+            drain(runtime)
+            rows = notification_rows(runtime)
+            assert {at: row["status"] for at, row in rows.items()} == {
+                (name, channel): "sent" for name in SMS_CUSTOMERS for channel in ("email", "sms")
+            }
+            assert len(postmark_stub.taken()) == 5
+            assert len(twilio_stub.taken()) == 6  # Sam's SMS twice
+            callbacks = {
+                created["To"]: (created["sid"], urlsplit(created["StatusCallback"]).query)
+                for created in messages.created
+            }
+
+            def email(name: str, record: str, **fields: Any) -> str:
+                row = rows[name, "email"]
+                payload = postmark_record(
+                    record, {"id": row["id"], "recipient": row["recipient"]}, **fields
+                )
+                answer = postmark_post(client, payload)
+                assert answer.status_code == 200, answer.text
+                return str(answer.json()["status"])
+
+            def sms(name: str, status: str, **fields: str) -> None:
+                sid, query = callbacks[SMS_CUSTOMERS[name]]
+                params = status_callback(sid, status, To=SMS_CUSTOMERS[name], **fields)
+                answer = twilio_post(client, params, query=query)
+                assert answer.status_code == 200, answer.text
+
+            assert email("sam", "Delivery") == "delivered"
+            assert email("suki", "Delivery") == "delivered"
+            assert email("suki", "Open") == "acknowledged"
+            assert email("sven", "Bounce") == "bounced"
+            assert email("sol", "SpamComplaint", Type="SpamComplaint", TypeCode=512) == (
+                "complained"
+            )
+            # Sid: sent, no word since.
+            sms("sam", "delivered")
+            sms("suki", "sent")
+            sms("suki", "delivered")
+            sms("sven", "undelivered", ErrorCode="30003")  # handset off: failed
+            sms("sol", "sent")
+            # Sid: no callback at all.
+
+            assert {at: row["status"] for at, row in notification_rows(runtime).items()} == {
+                ("sam", "email"): "delivered",
+                ("suki", "email"): "acknowledged",
+                ("sven", "email"): "bounced",
+                ("sol", "email"): "complained",
+                ("sid", "email"): "sent",
+                ("sam", "sms"): "delivered",
+                ("suki", "sms"): "delivered",
+                ("sven", "sms"): "failed",
+                ("sol", "sms"): "sent",
+                ("sid", "sms"): "sent",
+            }
+            response = client.get(URL)
+    finally:
+        twilio_stub.stop()
+        postmark_stub.stop()
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert by_group(body) == {
+        ("email", "postmark"): counters(
+            sent=5,  # every one left; Sven's bounced and Sol's complaint came after
+            delivered=2,  # Sam; Suki, opened
+            bounced=1,
+            complained=1,
+            acknowledged=1,
+            delivery_rate=2 / 5,
+            acknowledgment_rate=1 / 2,
+            attempts=5,
+            transient_failures=0,
+        ),
+        ("sms", "twilio"): counters(
+            sent=4,  # Sam, Suki, Sol, Sid; Sven's failed and is counted as failed
+            delivered=2,  # Sam, Suki
+            failed=1,
+            acknowledged=0,
+            delivery_rate=2 / 4,
+            acknowledgment_rate=0.0,
+            attempts=6,  # five messages, Sam's twice
+            transient_failures=1,
+        ),
+    }
+    assert body["totals"] == counters(
+        sent=9,
+        delivered=4,
+        failed=1,
+        bounced=1,
+        complained=1,
+        acknowledged=1,
+        delivery_rate=4 / 9,
+        acknowledgment_rate=1 / 4,
+        attempts=11,
+        transient_failures=1,
+    )
+
+
+SMS_CUSTOMERS = {
+    "sam": "+14155550101",
+    "suki": "+14155550102",
+    "sven": "+14155550103",
+    "sol": "+14155550104",
+    "sid": "+14155550105",
+}
+
+
+def notification_rows(runtime: Runtime) -> dict[tuple[str, str], dict[str, Any]]:
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(select(notifications)).mappings().all()
+    return {(row["customer_id"][4:], row["channel"]): dict(row) for row in rows}
