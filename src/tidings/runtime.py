@@ -15,6 +15,7 @@ from tidings.api.keys import KeyVerifier
 from tidings.billing.approvals import ApprovalPolicy
 from tidings.billing.context import Billing
 from tidings.billing.gateways.configured import configured_gateways
+from tidings.billing.gateways.recorded import RecordedPayments
 from tidings.billing.service import Emitter
 from tidings.billing.submission import BillingTick
 from tidings.config import Settings, provider_names, store_branding
@@ -268,7 +269,7 @@ def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtim
     )
     billing = Billing(
         store=settings.billing_store,
-        gateways=configured_gateways(settings),
+        gateways=configured_gateways(settings, recorded=RecordedPayments(engine)),
         approvals=ApprovalPolicy.from_settings(settings.refund_approvals),
         emitter=Emitter(rules, DeliveryDefaults(max_attempts=settings.retry_max_attempts)),
         update_payment_url=settings.update_payment_url,

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from tests.billing.support import NOW, capture, emitter, request
+from tests.support.events import cloudevent
+from tests.support.work import drain
 from tidings.billing import service
 from tidings.billing.api import PREFIX
 from tidings.billing.gateways.sandbox import SandboxGateway
@@ -151,3 +153,49 @@ def test_the_route_compares_the_ledger_with_the_gateways_report(
     unknown = client.get(f"{PREFIX}/reconciliation", params={"gateway": "adyen"})
     assert unknown.status_code == 422
     assert (unknown.json()["code"], unknown.json()["field"]) == ("unknown_gateway", "gateway")
+
+
+def test_the_sandbox_refunds_and_reports_what_the_stores_events_captured(
+    runtime: Runtime, client: TestClient
+) -> None:
+    """A payment.captured event naming the sandbox is a payment the sandbox took: it can be
+    refunded through it, and the day reconciles."""
+    captured = cloudevent(
+        "payment.captured",
+        {
+            "order_id": "1042",
+            "payment_id": "pay_ev_1",
+            "amount": 5000,
+            "currency": "EUR",
+            "gateway": "sandbox",
+        },
+        id="captured-1",
+    )
+    posted = client.post(
+        "/api/events", json=captured, headers={"Content-Type": "application/cloudevents+json"}
+    )
+    assert posted.status_code == 202, posted.text
+    drain(runtime)
+    asked = client.post(
+        f"{PREFIX}/refunds",
+        json={
+            "payment_id": "pay_ev_1",
+            "amount": 1250,
+            "currency": "EUR",
+            "reason_code": "damaged",
+        },
+        headers={"Idempotency-Key": "r-1"},
+    )
+    assert asked.status_code == 201, asked.text
+    drain(runtime)
+    refund = client.get(f"{PREFIX}/refunds/{asked.json()['id']}").json()
+    assert refund["status"] == "succeeded"
+
+    report = client.get(f"{PREFIX}/reconciliation", params={"date": utcnow().date().isoformat()})
+    assert report.json() == {
+        "gateway": "sandbox",
+        "date": utcnow().date().isoformat(),
+        "matched": 2,
+        "reconciled": True,
+        "differences": [],
+    }

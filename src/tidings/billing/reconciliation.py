@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, Select, and_, select
 
 from tidings.billing.gateways.base import Direction, Movement
 from tidings.db.schema import (
@@ -140,11 +140,9 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def booked_on(conn: Connection, *, gateway: str, day: date) -> list[Booked]:
-    """The ledger's movements through clearing for ``gateway``'s payments on ``day``."""
+def _through_clearing(day: date) -> Select[Any]:
     start, end = day_bounds(day)
-    clearing = ledger_lines.c.account.like("%:gateway_clearing")
-    base = (
+    return (
         select(
             ledger_transactions.c.id,
             ledger_transactions.c.kind,
@@ -152,17 +150,36 @@ def booked_on(conn: Connection, *, gateway: str, day: date) -> list[Booked]:
             ledger_lines.c.currency,
         )
         .join(ledger_lines, ledger_lines.c.transaction_id == ledger_transactions.c.id)
-        .where(clearing, ledger_transactions.c.at >= start, ledger_transactions.c.at < end)
+        .where(
+            ledger_lines.c.account.like("%:gateway_clearing"),
+            ledger_transactions.c.at >= start,
+            ledger_transactions.c.at < end,
+        )
     )
-    paid_in = base.add_columns(
-        (payments.c.gateway_payment_id).label("gateway_payment_id"), payments.c.id.label("pid")
-    ).where(ledger_transactions.c.kind == "capture")
-    captures = paid_in.join(
-        payments,
-        and_(payments.c.id == ledger_transactions.c.reference, payments.c.gateway == gateway),
+
+
+def captures_booked(conn: Connection, *, gateway: str, day: date) -> list[Booked]:
+    """Captures recorded from the gateway's reports (not collected retries) on ``day``."""
+    query = (
+        _through_clearing(day)
+        .add_columns(payments.c.gateway_payment_id, payments.c.id.label("pid"))
+        .join(
+            payments,
+            and_(payments.c.id == ledger_transactions.c.reference, payments.c.gateway == gateway),
+        )
+        .where(ledger_transactions.c.kind == "capture")
     )
+    return [
+        Booked("in", row.gateway_payment_id or row.pid, int(row.amount), row.currency, row.id)
+        for row in conn.execute(query)
+    ]
+
+
+def booked_on(conn: Connection, *, gateway: str, day: date) -> list[Booked]:
+    """The ledger's movements through clearing for ``gateway``'s payments on ``day``."""
     collected = (
-        base.add_columns(payment_retry_workflows.c.payment_id.label("pid"))
+        _through_clearing(day)
+        .add_columns(payment_retry_workflows.c.payment_id.label("pid"))
         .join(
             payment_retry_workflows,
             and_(
@@ -173,15 +190,13 @@ def booked_on(conn: Connection, *, gateway: str, day: date) -> list[Booked]:
         .where(ledger_transactions.c.kind == "payment_collected")
     )
     refunded = (
-        base.add_columns(refunds.c.id.label("rid"))
+        _through_clearing(day)
+        .add_columns(refunds.c.id.label("rid"))
         .join(refunds, refunds.c.id == ledger_transactions.c.reference)
         .join(payments, and_(payments.c.id == refunds.c.payment_id, payments.c.gateway == gateway))
         .where(ledger_transactions.c.kind.in_(("refund_succeeded", "refund_reversed")))
     )
-    found: list[Booked] = []
-    for row in conn.execute(captures):
-        reference = row.gateway_payment_id or row.pid
-        found.append(Booked("in", reference, int(row.amount), row.currency, row.id))
+    found = captures_booked(conn, gateway=gateway, day=day)
     for row in conn.execute(collected):
         found.append(Booked("in", row.pid, int(row.amount), row.currency, row.id))
     for row in conn.execute(refunded):

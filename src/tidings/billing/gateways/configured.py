@@ -6,16 +6,19 @@ from pydantic import SecretStr
 
 from tidings.billing.gateways.base import Gateway
 from tidings.billing.gateways.routing import GatewayRouter, parse_routes
-from tidings.billing.gateways.sandbox import SandboxGateway
+from tidings.billing.gateways.sandbox import Recorded, SandboxGateway
 from tidings.config import Settings, provider_names
 
 
-def configured_gateways(settings: Settings, *, timeout: float = 10.0) -> GatewayRouter:
-    """Every named gateway, in order (settings have checked each has its keys)."""
+def configured_gateways(
+    settings: Settings, *, timeout: float = 10.0, recorded: Recorded | None = None
+) -> GatewayRouter:
+    """Every named gateway, in order (settings have checked each has its keys).
+    ``recorded``: the store's sandbox captures, which the sandbox then answers for."""
     built: list[Gateway] = []
     for name in provider_names(settings.billing_gateways):
         if name == "sandbox":
-            built.append(SandboxGateway())
+            built.append(SandboxGateway(recorded=recorded))
         elif name == "stripe":
             from tidings.billing.gateways.stripe_gateway import StripeGateway
 

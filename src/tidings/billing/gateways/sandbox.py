@@ -44,6 +44,12 @@ ends in    outcome
 other      ``refund`` reports succeeded
 =========  ==================================================================
 
+A payment the store recorded as captured through the sandbox (a ``payment.captured``
+event naming gateway ``sandbox``) is one the sandbox took, in the simulation: given
+``recorded`` (``RecordedPayments`` over the store's database), it answers for such a
+payment on first use and reports its capture in ``activity``, so a demo can refund and
+reconcile what its events paid.
+
 Like a real gateway it refuses (permanent GatewayError) a refund above what is left of
 the capture, a currency that is not the payment's, and an idempotency key reused with
 different parameters (as Stripe does, https://docs.stripe.com/api/idempotent_requests).
@@ -56,7 +62,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from tidings.billing.gateways.base import (
     Capture,
@@ -129,6 +135,14 @@ class _State:
     captures: list[tuple[datetime, str, int, str]] = field(default_factory=list)
 
 
+class Recorded(Protocol):
+    """Captures the store recorded for the sandbox (billing/gateways/recorded.py)."""
+
+    def capture(self, payment_id: str) -> Capture | None: ...
+
+    def captures_on(self, day: date) -> list[Movement]: ...
+
+
 class SandboxGateway(Gateway):
     """Deterministic outcomes from card tokens and amounts; see the module docstring."""
 
@@ -142,6 +156,7 @@ class SandboxGateway(Gateway):
         default_network: str = "visa",
         declines: DeclineClassifier | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recorded: Recorded | None = None,
     ) -> None:
         if flaky_declines < 0 or late_failure_after < 0:
             raise ValueError("flaky_declines and late_failure_after are counts (0 or more)")
@@ -151,6 +166,7 @@ class SandboxGateway(Gateway):
         if declines is not None:
             self.declines = declines
         self.clock = clock
+        self.recorded = recorded
         self._lock = threading.Lock()
         self._state = _State()
 
@@ -299,11 +315,13 @@ class SandboxGateway(Gateway):
             return attempt
 
     async def activity(self, day: date) -> list[Movement]:
+        recorded = self.recorded.captures_on(day) if self.recorded is not None else []
         with self._lock:
-            moved = [
+            known = {m.reference for m in recorded}
+            moved = recorded + [
                 Movement("in", payment_id, amount, currency)
                 for at, payment_id, amount, currency in self._state.captures
-                if at.astimezone(UTC).date() == day
+                if at.astimezone(UTC).date() == day and payment_id not in known
             ]
             moved.extend(
                 Movement(
@@ -321,9 +339,25 @@ class SandboxGateway(Gateway):
     # ------------------------------------------------------------------ internals (locked)
 
     def _payment(self, payment_id: str) -> _Payment:
-        payment = self._state.payments.get(payment_id)
+        payment = self._state.payments.get(payment_id) or self._adopt(payment_id)
         if payment is None:
             raise self._refused(f"no sandbox payment {payment_id!r}", code="resource_missing")
+        return payment
+
+    def _adopt(self, payment_id: str) -> _Payment | None:
+        """A payment the store recorded as captured through the sandbox, now known here."""
+        found = self.recorded.capture(payment_id) if self.recorded is not None else None
+        if found is None:
+            return None
+        match = _TOKEN_AT_END.search(payment_id)
+        token = match.group(0) if match and _is_token(match.group(0)) else "tok_ok"
+        payment = _Payment(
+            currency=found.currency,
+            token=token,
+            network=self.default_network,
+            captured=found.amount,
+        )
+        self._state.payments[payment_id] = payment
         return payment
 
     def _payment_named_by_token(self, payment_id: str, currency: str) -> _Payment:
@@ -423,8 +457,12 @@ def _view(refund: _Refund) -> GatewayRefund:
     )
 
 
+def _is_token(token: str) -> bool:
+    return bool(token in CARD_TOKENS or token == FLAKY_CARD or _FLAKY_WITH_COUNT.fullmatch(token))
+
+
 def _check_token(token: str) -> None:
-    if token in CARD_TOKENS or token == FLAKY_CARD or _FLAKY_WITH_COUNT.fullmatch(token):
+    if _is_token(token):
         return
     known = ", ".join([*CARD_TOKENS, FLAKY_CARD, "tok_flaky_<n>"])
     raise ValueError(f"unknown sandbox card token {token!r}; use one of {known}")
