@@ -14,6 +14,7 @@ import copy
 import hashlib
 import hmac
 import json
+import re
 import time
 import unicodedata
 import uuid
@@ -191,9 +192,28 @@ def test_a_whole_order_life_reaches_the_customer_once_in_french(
     assert "superseded by a newer update" in in_transit[0][1]
     assert "older than 'delivered'" in in_transit[1][1]  # the late EasyPost scan
 
+    # The subjects in French, the amount written the French way (comma, narrow space).
+    assert str(by_kind["shipment_shipped"]["Subject"]) == "Votre commande n° 1042 a été expédiée"
+    assert str(by_kind["refund_authorized"]["Subject"]) == (
+        "Votre remboursement de 12,50\u00a0€ pour la commande n°\u00a01042 est en route"
+    )
+
     customer_id = str(order["customer"]["id"])
     inbox = client.get(f"/api/customers/{customer_id}/inbox").json()["messages"]
-    assert len(inbox) == len(EXPECTED)
+    # Each expected message once, and the superseded in-transit update not at all. (The
+    # inbox is newest first by delivery, and the queue serves the refunds' lane first.)
+    assert sorted(m["kind"] for m in inbox) == sorted(EXPECTED)
+    assert "shipment_in_transit" not in {m["kind"] for m in inbox}
+    for message in inbox:
+        # French wording around the order number, where English would say "order #1042"
+        # (the refund templates keep "n°" and the number together with a no-break space).
+        assert re.search("commande n°[ \u00a0]1042", message["body"]), message
+        assert "order" not in message["body"].lower(), message
+    inbox_by_kind = {m["kind"]: m for m in inbox}
+    assert inbox_by_kind["refund_authorized"]["title"] == "Remboursement de 12,50\u00a0€ en route"
+    assert inbox_by_kind["refund_succeeded"]["title"] == "Remboursement de 12,50\u00a0€ effectué"
+    assert "12,50\u00a0€" in inbox_by_kind["refund_succeeded"]["body"]
+    assert "12.50" not in inbox_by_kind["refund_succeeded"]["body"]
     timeline = client.get(f"/api/orders/{ORDER}/timeline").json()
     kinds_in_timeline = {e["kind"] for e in timeline["entries"] if e["entry"] == "notification"}
     assert set(EXPECTED) | {"shipment_in_transit"} <= kinds_in_timeline
@@ -221,12 +241,26 @@ def test_a_stripe_refund_for_a_shopify_order_is_one_french_refund_email(
     assert "12,50\u00a0€" in mail.get_body(preferencelist=("plain",)).get_content()
 
 
-def test_every_sample_payload_is_accepted(life: tuple[TestClient, Runtime]) -> None:
-    """A guard for the fixture data above: the providers' samples still map."""
+def test_every_sample_payload_this_life_uses_is_accepted(
+    life: tuple[TestClient, Runtime],
+) -> None:
+    """A guard for the fixture data above: each provider sample the order life posts
+    still maps to a canonical event, through its own signed route."""
     client, _ = life
-    assert (
-        shopify(client, "orders/create", copy.deepcopy(sample("shopify", "orders_create")))[
-            "rejected"
-        ]
-        == 0
-    )
+    posted = {
+        "shopify orders/create": shopify(
+            client, "orders/create", copy.deepcopy(sample("shopify", "orders_create"))
+        ),
+        "shopify fulfillments/create": shopify(
+            client, "fulfillments/create", copy.deepcopy(sample("shopify", "fulfillments_create"))
+        ),
+        "aftership tracking_update_in_transit": aftership(client, "InTransit", "InTransit_002"),
+        "easypost tracker_updated_in_transit": easypost_late_in_transit(client),
+        "returns erp_received": returns(client, "received"),
+        "stripe refund_created": stripe(client, sample("stripe", "refund_created")),
+    }
+    for name, result in posted.items():
+        assert (result["accepted"], result["duplicate"], result["rejected"]) == (1, 0, 0), (
+            name,
+            result,
+        )
