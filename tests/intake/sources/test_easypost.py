@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import RowMapping, select
 
-from tidings.db.schema import events, rejects
+from tidings.db.schema import delivery_jobs, events, notifications, rejects
 from tidings.intake.sources.base import MapOptions, WebhookRequest
 from tidings.intake.sources.easypost import ADAPTER
 from tidings.intake.webhooks import Strictness
@@ -247,3 +247,63 @@ def test_other_events_are_answered_and_not_stored(client: TestClient, configured
     assert response.json()["results"] == []
     assert stored(configured) == []
     assert kept(configured) == []
+
+
+def test_out_for_delivery_for_a_known_parcel_queues_the_customer_message(
+    client: TestClient, configured: Runtime
+) -> None:
+    # The store placed the order and shipped it under the tracking number EasyPost tracks.
+    cloudevents = {"Content-Type": "application/cloudevents+json"}
+    customer = {"id": "cus_camille", "email": "camille@example.fr", "locale": "fr"}
+    placed = {
+        "specversion": "1.0",
+        "id": "order-9001",
+        "source": "shop",
+        "type": "order.placed",
+        "data": {
+            "order_id": "9001",
+            "order_number": "#9001",
+            "currency": "EUR",
+            "total": 8900,
+            "customer": customer,
+        },
+    }
+    shipped = {
+        "specversion": "1.0",
+        "id": "shipped-9001",
+        "source": "shop",
+        "type": "shipment.status_changed",
+        "data": {
+            "order_id": "9001",
+            "shipment_id": "ful_1",
+            "tracking_number": "EZ4000000004",
+            "carrier": "USPS",
+            "status": "info_received",
+        },
+    }
+    for event in (placed, shipped):
+        response = client.post("/api/events", json=event, headers=cloudevents)
+        assert response.status_code == 202, response.text
+
+    body = edited("tracker_updated_in_transit", status="out_for_delivery", status_detail=None)
+    response = post(client, body)
+    assert response.status_code == 200, response.text
+    assert (response.json()["accepted"], response.json()["rejected"]) == (1, 0)
+
+    with configured.engine.connect() as conn:
+        [event] = conn.execute(select(events).where(events.c.source == "easypost:test")).mappings()
+        rows = (
+            conn.execute(select(notifications).where(notifications.c.event_id == event.id))
+            .mappings()
+            .all()
+        )
+        jobs = conn.execute(select(delivery_jobs.c.notification_id, delivery_jobs.c.status)).all()
+    # Found through its tracking number, the parcel's order and customer hear of it.
+    assert event.order_id == "9001"
+    assert sorted((r.kind, r.channel, r.status, r.customer_id, r.order_id) for r in rows) == [
+        ("shipment_out_for_delivery", "email", "queued", "cus_camille", "9001"),
+        ("shipment_out_for_delivery", "in_app", "queued", "cus_camille", "9001"),
+    ]
+    assert {r.recipient for r in rows if r.channel == "email"} == {"camille@example.fr"}
+    queued = {notification_id for notification_id, status in jobs if status == "queued"}
+    assert {r.id for r in rows} <= queued

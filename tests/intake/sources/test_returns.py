@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import RowMapping, select
 
-from tidings.db.schema import events, notifications, rejects
+from tidings.db.schema import delivery_jobs, events, notifications, rejects
 from tidings.intake.sources.base import MapOptions, MappingError, WebhookRequest
 from tidings.intake.sources.returns import ADAPTER
 from tidings.intake.webhooks import Strictness
@@ -504,3 +504,29 @@ def test_a_kept_loop_webhook_replays_as_loop(client: TestClient, configured: Run
     assert outcome.accepted is not None
     [row] = stored(configured)
     assert (row.source, row.ce_id) == ("returns:loop", "return/1673/label_issued")
+
+
+def test_a_signed_loop_return_for_a_known_order_queues_the_customer_message(
+    client: TestClient, configured: Runtime
+) -> None:
+    place_order_1042(client)
+    response = post_loop(client, sample("loop_return_created"))
+    assert response.status_code == 200, response.text
+    assert (response.json()["accepted"], response.json()["rejected"]) == (1, 0)
+
+    with configured.engine.connect() as conn:
+        [event] = conn.execute(select(events).where(events.c.source == "returns:loop")).mappings()
+        rows = (
+            conn.execute(select(notifications).where(notifications.c.event_id == event.id))
+            .mappings()
+            .all()
+        )
+        jobs = conn.execute(select(delivery_jobs.c.notification_id, delivery_jobs.c.status)).all()
+    # Loop names Shopify's order id; the order's customer hears of the label, on each channel.
+    assert sorted((r.kind, r.channel, r.status, r.customer_id, r.order_id) for r in rows) == [
+        ("return_label_issued", "email", "queued", "cam", "1042"),
+        ("return_label_issued", "in_app", "queued", "cam", "1042"),
+    ]
+    assert {r.recipient for r in rows if r.channel == "email"} == {"cam@example.fr"}
+    queued = {notification_id for notification_id, status in jobs if status == "queued"}
+    assert {r.id for r in rows} <= queued

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import Row, select
 
-from tidings.db.schema import events, rejects
+from tidings.db.schema import delivery_jobs, events, notifications, rejects
 from tidings.intake.webhooks import Strictness
 from tidings.runtime import Runtime
 
@@ -396,6 +396,58 @@ def test_a_redelivery_stores_nothing_new(client: TestClient, shopify: Runtime) -
     assert again.status_code == 200
     assert (again.json()["accepted"], again.json()["duplicate"]) == (0, 1)
     assert len(stored(shopify)) == 1
+
+
+def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    """What a delivery can leave behind: events, messages, their jobs, kept rejects."""
+    queries = {
+        "events": select(events.c.source, events.c.ce_id),
+        "notifications": select(notifications.c.id, notifications.c.kind, notifications.c.status),
+        "jobs": select(delivery_jobs.c.id, delivery_jobs.c.status),
+        "rejects": select(rejects.c.id),
+    }
+    with runtime.engine.connect() as conn:
+        return {name: sorted(tuple(row) for row in conn.execute(q)) for name, q in queries.items()}
+
+
+@pytest.mark.parametrize(
+    ("topic", "kind"),
+    [("returns/reopen", "return_approved"), ("returns/request", "return_requested")],
+)
+def test_redelivering_the_same_return_webhook_stores_and_queues_nothing_new(
+    client: TestClient, shopify: Runtime, topic: str, kind: str
+) -> None:
+    accepted_one(deliver(client, "orders/create", sample("orders_create")))
+    # A redelivery is the same request again: same body, signature, webhook and event ids.
+    body = json.dumps(sample(topic.replace("/", "_"))).encode()
+    headers = {
+        "Authorization": "",
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": SHOP,
+        "X-Shopify-Hmac-Sha256": sign(body),
+        "X-Shopify-API-Version": "2025-01",
+        "X-Shopify-Webhook-Id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+        "X-Shopify-Event-Id": "98880550-7158-44d4-b7cd-2c97c8a091b5",
+        "X-Shopify-Triggered-At": "2026-11-22T09:00:00.123456789Z",
+    }
+    before = snapshot(shopify)
+    accepted_one(client.post(URL, content=body, headers=headers))
+    first = snapshot(shopify)
+    # The first delivery was news: one event, and the customer's message on its way.
+    assert len(first["events"]) == len(before["events"]) + 1
+    told = [n for n in first["notifications"] if n not in before["notifications"]]
+    assert {(k, status) for _, k, status in told} == {(kind, "queued")}, told
+    assert len(first["jobs"]) > len(before["jobs"])
+
+    again = client.post(URL, content=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert (again.json()["accepted"], again.json()["duplicate"], again.json()["rejected"]) == (
+        0,
+        1,
+        0,
+    )
+    assert snapshot(shopify) == first
 
 
 # -- refusals -------------------------------------------------------------------------
