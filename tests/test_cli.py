@@ -145,3 +145,55 @@ def test_demo_runs_to_the_end_and_counts_what_it_sent() -> None:
     received = next(line for line in result.output.splitlines() if line.startswith("mail received"))
     assert int(received.split()[-1]) > 0
     assert "did not reach a final state" not in result.output
+
+
+def test_templates_preview_renders_the_french_refund_email(cli: CliRunner) -> None:
+    shown = cli.invoke(
+        main, ["templates", "preview", "refund_authorized", "--locale", "fr", "--channel", "email"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "refund_authorized email in fr" in shown.output
+    # The sample's 1250 minor units of EUR, written the French way: comma, no-break space.
+    assert "12,50\u00a0€" in shown.output
+    assert "€12.50" not in shown.output
+    assert "Bonjour Camille Durand," in shown.output
+
+    subject = cli.invoke(
+        main,
+        ["templates", "preview", "refund_authorized", "--locale", "fr", "--part", "subject"],
+    )
+    assert subject.exit_code == 0, subject.output
+    assert subject.output.splitlines()[-1] == (
+        "Votre remboursement de 12,50\u00a0€ pour la commande n°\u00a01042 est en route"
+    )
+
+
+def test_templates_preview_of_an_unknown_kind_fails_and_names_the_known_ones(
+    cli: CliRunner,
+) -> None:
+    result = cli.invoke(main, ["templates", "preview", "refund_authorised", "--locale", "fr"])
+    assert result.exit_code == 1
+    assert "no sample data for kind 'refund_authorised'" in result.output
+    assert "refund_authorized" in result.output  # the kinds that do exist
+
+
+def test_templates_preview_on_an_unknown_channel_fails_and_lists_the_channels(
+    cli: CliRunner,
+) -> None:
+    result = cli.invoke(main, ["templates", "preview", "refund_authorized", "--channel", "fax"])
+    assert result.exit_code == 2  # a usage error
+    assert "Invalid value for '--channel'" in result.output
+    assert "'email'" in result.output
+    assert "'sms'" in result.output
+
+
+def test_templates_preview_in_a_locale_without_templates_says_it_fell_back(
+    cli: CliRunner,
+) -> None:
+    # Customers in a locale the store has no templates for get the default language; the
+    # preview shows them that message and says which locale it is in.
+    result = cli.invoke(main, ["templates", "preview", "refund_authorized", "--locale", "zz"])
+    assert result.exit_code == 0, result.output
+    assert "refund_authorized email in en" in result.output
+    assert "€12.50" in result.output
+    assert "Bonjour" not in result.output
