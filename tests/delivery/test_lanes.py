@@ -74,3 +74,32 @@ def test_a_claim_takes_at_most_its_limit_and_the_next_takes_the_rest(
     assert sorted(taken) == sorted(queued)
     with runtime.engine.begin() as conn:
         assert queue.claim(conn, worker_id="w", limit=1, now=now, lease=timedelta(minutes=5)) == []
+
+
+def test_a_claimed_batch_comes_in_the_order_its_jobs_fell_due(
+    client: TestClient, runtime: Runtime
+) -> None:
+    for n in range(6):
+        event = refund_authorized(str(n), id=f"refund-{n}", customer=JORDAN)
+        event["data"]["refund_id"] = f"re_{n}"
+        answer = client.post(
+            "/api/events",
+            content=json.dumps(event),
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        assert answer.status_code == 202
+    now = utcnow()
+    with runtime.engine.begin() as conn:
+        ids = list(conn.scalars(select(delivery_jobs.c.id).order_by(delivery_jobs.c.id)))
+        # Due in the reverse of their creation: the last one has waited longest.
+        for n, job_id in enumerate(ids):
+            conn.execute(
+                update(delivery_jobs)
+                .where(delivery_jobs.c.id == job_id)
+                .values(run_at=now - timedelta(minutes=n + 1))
+            )
+    with runtime.engine.begin() as conn:
+        claimed = queue.claim(
+            conn, worker_id="w", limit=len(ids), now=now, lease=timedelta(minutes=5)
+        )
+    assert [job.job_id for job in claimed] == list(reversed(ids))

@@ -192,7 +192,10 @@ def claim(
             else job
             for job in jobs
         ]
-    return jobs
+    # In the order they fell due (lane, then time): the worker sends them in this order,
+    # so the first through a half-open breaker is the one that has waited longest.
+    position = {job_id: n for n, job_id in enumerate(ids)}
+    return sorted(jobs, key=lambda job: position[job.job_id])
 
 
 def record(
