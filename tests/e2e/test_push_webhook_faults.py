@@ -28,7 +28,6 @@ Breakers are kept out of it (a high threshold): what is counted is the retries.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import socket
@@ -39,15 +38,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
@@ -59,6 +54,7 @@ from tests.delivery.test_push_delivery import TlsStub
 from tests.support.events import order_placed, refund_authorized
 from tests.support.http_stub import Reply, Request
 from tests.support.providers import Fault, FaultPlan, ProviderApi, customer
+from tests.support.tls import loopback_tls
 from tests.support.work import drain
 from tidings.config import Settings
 from tidings.db.schema import delivery_attempts, delivery_jobs, devices, notifications
@@ -299,78 +295,6 @@ class QuietTlsStub(TlsStub):
         return self
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def tls_for_loopback(directory: Path) -> tuple[Path, ssl.SSLContext]:
-    """A test CA (the file clients trust) and a server context whose certificate, signed by
-    it, names 127.0.0.1 and hooks.slack.com."""
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Tidings fault tests CA"))
-        .issuer_name(_name("Tidings fault tests CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.DNSName(SLACK_HOST),
-    ]
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name(SLACK_HOST))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = directory / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    chain = directory / "server.pem"
-    chain.write_bytes(
-        leaf.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(chain)
-    return ca_file, context
-
-
 def resolve_slack_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """hooks.slack.com is 127.0.0.1 for this process (as a hosts-file entry would make it)."""
     resolve = socket.getaddrinfo
@@ -406,7 +330,7 @@ def api(
     elif provider == "webhook":
         stand_in = WebhookApi()
     else:
-        ca_file, context = tls_for_loopback(tmp_path)
+        ca_file, context = loopback_tls(tmp_path, [SLACK_HOST])
         # httpx reads it when the worker's client is made (trust_env).
         monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
         if provider == "webpush":
