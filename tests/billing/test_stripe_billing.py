@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.billing.support import emitter, request
-from tests.support.stripe_stub import StripeStub
+from tests.support.stripe_stub import ALLOW_STRIPE_FORM_WARNING, StripeStub
 from tidings.billing import repository, retry_repository, retry_runner, retry_service, service
 from tidings.billing.approvals import ApprovalPolicy
 from tidings.billing.context import Billing
@@ -24,9 +24,7 @@ from tidings.billing.retry_service import Failure
 from tidings.billing.submission import submit_due
 from tidings.db.types import utcnow
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
+pytestmark = ALLOW_STRIPE_FORM_WARNING
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.support.stripe_stub import StripeStub, parse_form
+from tests.support.stripe_stub import ALLOW_STRIPE_FORM_WARNING, StripeStub, parse_form
 from tidings.billing.gateways.base import (
     Capture,
     GatewayError,
@@ -23,11 +23,7 @@ from tidings.billing.gateways.stripe_gateway import StripeGateway
 T = TypeVar("T")
 TIMEOUT = 0.5
 
-# stripe 16.1's HTTPXClient hands httpx the encoded form as ``data=<str>``, which httpx
-# 0.28 deprecates in favour of ``content=``; the request sent is the same.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-)
+pytestmark = ALLOW_STRIPE_FORM_WARNING
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import pytest
+
 from tests.support.http_stub import HttpStub, Reply, Request
 
 # Card errors whose Stripe ``code`` is the reason itself, with no ``decline_code``.
@@ -439,3 +441,10 @@ def _missing(kind: str, identifier: str) -> Reply:
         code="resource_missing",
         param="id",
     )
+
+
+# stripe 16.1's HTTPXClient hands httpx the encoded form as ``data=<str>``, which httpx
+# 0.28 deprecates in favour of ``content=``; the request sent is the same.
+ALLOW_STRIPE_FORM_WARNING = pytest.mark.filterwarnings(
+    "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
+)
