@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest demo lock clean
+.PHONY: run test lint typecheck pytest demo bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ pytest: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tidings demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 # Re-pin dependencies after editing pyproject.toml (needs uv: pip install uv).
 lock:
