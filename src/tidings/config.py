@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     heartbeat_stale_seconds: float = Field(default=30.0, gt=0)
 
     batch_max_events: int = Field(default=1000, ge=1)
+    backlog_high_water: int = Field(
+        default=200_000,
+        ge=0,
+        description="Delivery jobs waiting past which bulk events get 429 (0: never).",
+    )
+    backlog_retry_after: int = Field(default=30, ge=1, description="Seconds, for 429s.")
 
     # Webhook sources: a source without a secret refuses its webhooks (503, kept).
     shopify_webhook_secret: SecretStr | None = None

@@ -42,6 +42,7 @@ from tidings.delivery.wakeup import Wakeup
 from tidings.delivery.worker import Worker, WorkerConfig
 from tidings.engine.rules import RulesError, RuleSet, load_rules
 from tidings.engine.scheduled import run_due
+from tidings.intake.admission import Admission
 from tidings.intake.intake import Intake, ItemOutcome, RejectNotFound
 from tidings.intake.rejects import get_reject
 from tidings.intake.service import DeliveryDefaults
@@ -260,6 +261,12 @@ def build_runtime(settings: Settings, *, engine: Engine | None = None) -> Runtim
         DeliveryDefaults(max_attempts=settings.retry_max_attempts),
         max_batch=settings.batch_max_events,
         on_commit=wakeup.notify,
+        admission=Admission(
+            engine,
+            rules,
+            high_water=settings.backlog_high_water,
+            retry_after=settings.backlog_retry_after,
+        ),
     )
     webhooks = Webhooks(
         intake,

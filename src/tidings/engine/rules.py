@@ -201,6 +201,12 @@ class RuleSet:
     def for_type(self, event_type: str) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.rules if rule.event_type == event_type)
 
+    def lane_of(self, event_type: str) -> Lane:
+        """The most urgent lane the type's messages go in; transactional when no rule
+        sends one (its effects, such as a restock's waves, are not known here)."""
+        lanes = [rule.lane for rule in self.for_type(event_type)]
+        return min(lanes) if lanes else Lane.transactional
+
 
 def load_rules(path: Path | None = None) -> RuleSet:
     path = path or BUILTIN_RULES

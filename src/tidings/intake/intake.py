@@ -14,6 +14,7 @@ from tidings.db.types import utcnow
 from tidings.engine.rules import RuleSet
 from tidings.events.envelope import CanonicalEvent
 from tidings.intake import rejects
+from tidings.intake.admission import Admission
 from tidings.intake.cloudevents_http import STRUCTURED, Item, RequestError, parse_request
 from tidings.intake.service import Accepted, DeliveryDefaults, ingest
 
@@ -23,6 +24,8 @@ class ItemOutcome:
     item: Item
     accepted: Accepted | None
     reject_id: str | None
+    # Not stored: bulk, while the delivery backlog is past high water (admission.py).
+    deferred: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,10 @@ class Intake:
         *,
         max_batch: int,
         on_commit: Callable[[], None] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.engine = engine
+        self.admission = admission
         self.rules = rules
         self.delivery = delivery
         self.max_batch = max_batch
@@ -73,13 +78,27 @@ class Intake:
                     now=utcnow(),
                 )
             raise
-        outcomes = self.store_items(
-            items,
-            content_type=STRUCTURED if is_batch else content_type,
-            headers={} if is_batch else kept_headers,
-            actor=actor,
+        waiting = self._deferred(items)
+        stored = iter(
+            self.store_items(
+                [item for item in items if item.index not in waiting],
+                content_type=STRUCTURED if is_batch else content_type,
+                headers={} if is_batch else kept_headers,
+                actor=actor,
+            )
         )
+        outcomes = [
+            ItemOutcome(item, None, None, deferred=True) if item.index in waiting else next(stored)
+            for item in items
+        ]
         return Outcome(is_batch, outcomes)
+
+    def _deferred(self, items: list[Item]) -> set[int]:
+        if self.admission is None:
+            return set()
+        valid = [item for item in items if item.event is not None]
+        verdicts = self.admission.deferred([item.event for item in valid if item.event])
+        return {item.index for item, wait in zip(valid, verdicts, strict=True) if wait}
 
     def accept_events(self, events: list[CanonicalEvent], *, actor: str) -> list[Accepted]:
         """Already-validated canonical events (the demo, importers, billing)."""
