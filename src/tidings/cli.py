@@ -17,6 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from tidings.config import Settings, store_branding
+from tidings.intake import brokers
 from tidings.templates.catalogue import CHANNEL_PARTS
 
 console = Console()
@@ -172,6 +173,15 @@ def import_file(path: Path, file_format: str | None, source: str) -> None:
     if refused:
         _table(["line", "code", "detail", "reject"], refused)
         sys.exit(1)
+
+
+@main.group()
+def consume() -> None:
+    """Read CloudEvents from a message broker; each message is acked once stored."""
+
+
+consume.add_command(brokers.nats_command)
+consume.add_command(brokers.amqp_command)
 
 
 @main.group()
