@@ -193,8 +193,10 @@ async def consume(
     *,
     stop: asyncio.Event | None = None,
     on_signals: bool = False,
+    tally: Tally | None = None,
 ) -> Tally:
-    """Run until ``stop`` is set (or a signal arrives, with ``on_signals``)."""
+    """Run until ``stop`` is set (or a signal arrives, with ``on_signals``); ``tally`` counts
+    the messages settled so far, for a caller that watches progress."""
     url = options.url or default_url()
     try:
         connection = await aio_pika.connect_robust(url)
@@ -213,6 +215,7 @@ async def consume(
             batch=options.batch,
             retry_delay=options.retry_delay,
             stop=stop or asyncio.Event(),
+            tally=tally or Tally(),
         )
         if on_signals:
             consumer.stop_on_signals()

@@ -189,8 +189,10 @@ async def consume(
     *,
     stop: asyncio.Event | None = None,
     on_signals: bool = False,
+    tally: Tally | None = None,
 ) -> Tally:
-    """Run until ``stop`` is set (or a signal arrives, with ``on_signals``)."""
+    """Run until ``stop`` is set (or a signal arrives, with ``on_signals``); ``tally`` counts
+    the messages settled so far, for a caller that watches progress."""
     url = options.url or default_url()
     try:
         nc = await nats.connect(url, name="tidings-consume", allow_reconnect=True)
@@ -206,6 +208,7 @@ async def consume(
             batch=options.batch,
             retry_delay=options.retry_delay,
             stop=stop or asyncio.Event(),
+            tally=tally or Tally(),
         )
         if on_signals:
             consumer.stop_on_signals()
