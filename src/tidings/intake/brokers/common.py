@@ -109,7 +109,7 @@ def store_batch(
             if item.event is not None:
                 good.append(item)
             else:
-                contexts.setdefault(message.reject_context(item), []).append(item)
+                contexts.setdefault(message.reject_context(), []).append(item)
     calls = list(contexts.items()) or [((None, ()), [])]
     calls[0] = (calls[0][0], [*good, *calls[0][1]])
 
@@ -150,7 +150,7 @@ class _Parsed:
     is_batch: bool
     items: list[Item]
 
-    def reject_context(self, item: Item) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    def reject_context(self) -> tuple[str | None, tuple[tuple[str, str], ...]]:
         """The content type and headers a refusal is kept with, as ``Intake.submit`` keeps them,
         so that ``tidings rejects replay`` reads it the way it first came."""
         if self.is_batch:
