@@ -18,6 +18,7 @@ import httpx
 from sqlalchemy import Engine, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from tidings.db import notify
 from tidings.db.dialect import upsert
 from tidings.db.ids import new_id
 from tidings.db.schema import workers
@@ -78,11 +79,18 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.wakeup.notify()  # an idle worker stops now, not at its next poll
 
     async def run(self) -> None:
         self.wakeup.bind()
         await asyncio.to_thread(self._heartbeat, started=True)
         beat = asyncio.create_task(self._beat())
+        # PostgreSQL: woken by other processes' commits, not only by this one's intake.
+        listener = (
+            asyncio.create_task(notify.listen(self.engine, self.wakeup.notify))
+            if notify.listens(self.engine)
+            else None
+        )
         try:
             while not self._stopping.is_set():
                 try:
@@ -97,6 +105,8 @@ class Worker:
                     await self.wakeup.wait(self.config.poll_interval)
         finally:
             beat.cancel()
+            if listener is not None:
+                listener.cancel()
             await self.close()
             await asyncio.to_thread(self._heartbeat, stopped=True)
 

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, tuple_
 
 from tidings.db.dialect import upsert
 from tidings.db.ids import new_id
+from tidings.db.notify import announce
 from tidings.db.schema import billing_inbox, events
 from tidings.engine.rules import RuleSet
 from tidings.engine.service import Settings as EngineSettings
@@ -89,6 +90,8 @@ def ingest(
         ).all()
         keys.update({(row.source, row.ce_id): row.id for row in stored})
     counts = apply_events(conn, fresh, EngineSettings(rules, delivery.max_attempts, now, actor))
+    if fresh:
+        announce(conn)
     # The first copy of a new event is accepted; any other copy, in this batch or
     # stored before, is a duplicate.
     seen = set(repeated)
