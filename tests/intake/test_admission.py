@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from tests.intake.sources import test_aftership as aftership
 from tests.support.events import JORDAN, cloudevent, refund_authorized
 from tests.support.work import drain
 from tidings.db.schema import events
 from tidings.engine.rules import Lane, load_rules
 from tidings.intake.admission import Admission
+from tidings.intake.brokers.common import Delivery, Settle, store_batch
 from tidings.runtime import Runtime
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
@@ -123,3 +126,37 @@ def test_high_water_zero_never_defers(runtime: Runtime, client: TestClient) -> N
     admission.high_water = 0
     answer = client.post("/api/events", content=json.dumps(restock(5)), headers=STRUCTURED)
     assert answer.status_code == 202
+
+
+def test_a_broker_message_of_bulk_events_is_handed_back_while_backed_up(
+    runtime: Runtime, client: TestClient
+) -> None:
+    backed_up(runtime, client)
+    before = stored(runtime)
+    settles = store_batch(
+        runtime.intake,
+        [
+            Delivery(json.dumps(restock(6)).encode(), "application/cloudevents+json"),
+            Delivery(json.dumps(refund(11)).encode(), "application/cloudevents+json"),
+        ],
+        channel="nats",
+        actor="broker",
+    )
+    # The restock comes again later (nak/requeue); the refund is stored and acked.
+    assert settles == [Settle.RETRY, Settle.ACK]
+    assert stored(runtime) == before + 1
+
+
+def test_a_webhook_of_bulk_events_is_answered_429_for_the_provider_to_send_again(
+    runtime: Runtime, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admission = backed_up(runtime, client)
+    # Treat every event as bulk, as a store whose rules send shipment news in bulk would.
+    monkeypatch.setattr(admission, "deferred", lambda events: [True] * len(events))
+    cast(dict[str, str | None], runtime.webhooks.secrets)["aftership"] = aftership.SECRET
+    before = stored(runtime)
+    answer = aftership.post(client, aftership.sample("tracking_update_in_transit"))
+    assert answer.status_code == 429, answer.text
+    assert answer.headers["Retry-After"] == str(admission.retry_after)
+    assert answer.json()["deferred"] == len(answer.json()["results"]) >= 1
+    assert stored(runtime) == before  # nothing kept: the provider sends it again

@@ -78,20 +78,43 @@ class Intake:
                     now=utcnow(),
                 )
             raise
+        outcomes = self.store_admitted(
+            items,
+            content_type=STRUCTURED if is_batch else content_type,
+            headers={} if is_batch else kept_headers,
+            actor=actor,
+        )
+        return Outcome(is_batch, outcomes)
+
+    def store_admitted(
+        self,
+        items: list[Item],
+        *,
+        content_type: str | None,
+        headers: dict[str, str],
+        actor: str,
+        channel: str = "api",
+    ) -> list[ItemOutcome]:
+        """``store_items``, except that bulk events wait (``deferred``, not stored) while the
+        delivery backlog is past high water (admission.py)."""
         waiting = self._deferred(items)
+        if not waiting:
+            return self.store_items(
+                items, content_type=content_type, headers=headers, actor=actor, channel=channel
+            )
         stored = iter(
             self.store_items(
                 [item for item in items if item.index not in waiting],
-                content_type=STRUCTURED if is_batch else content_type,
-                headers={} if is_batch else kept_headers,
+                content_type=content_type,
+                headers=headers,
                 actor=actor,
+                channel=channel,
             )
         )
-        outcomes = [
+        return [
             ItemOutcome(item, None, None, deferred=True) if item.index in waiting else next(stored)
             for item in items
         ]
-        return Outcome(is_batch, outcomes)
 
     def _deferred(self, items: list[Item]) -> set[int]:
         if self.admission is None:

@@ -41,9 +41,18 @@ async def receive_webhook(source: str, request: Request) -> JSONResponse:
         raise ApiProblem(
             error.status, error.code, error.detail, field=error.field, reject_id=error.reject_id
         ) from error
-    results: list[dict[str, Any]] = [item_result(outcome) for outcome in outcomes]
+    admission = runtime.intake.admission
+    wait = admission.retry_after if admission is not None else None
+    results: list[dict[str, Any]] = [item_result(outcome, wait) for outcome in outcomes]
     summary = {
         status: sum(1 for r in results if r["status"] == status)
-        for status in ("accepted", "duplicate", "rejected")
+        for status in ("accepted", "duplicate", "rejected", "deferred")
     }
+    if summary["deferred"]:
+        # The provider sends the webhook again later; what was stored now is then a duplicate.
+        return JSONResponse(
+            {**summary, "results": results},
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
     return JSONResponse({**summary, "results": results}, status_code=200)

@@ -157,8 +157,10 @@ class Webhooks:
             error.reject_id = self._keep(request, name, error, verified, reject_id)
             raise
         items = [parse_document(index, document) for index, document in enumerate(documents)]
-        outcomes = self.intake.store_items(items, content_type=STRUCTURED, headers={}, actor=actor)
-        if reject_id is not None:
+        outcomes = self.intake.store_admitted(
+            items, content_type=STRUCTURED, headers={}, actor=actor
+        )
+        if reject_id is not None and not any(outcome.deferred for outcome in outcomes):
             with self.intake.engine.begin() as conn:
                 rejects.mark_replayed(conn, reject_id, utcnow())
         return outcomes

@@ -243,7 +243,13 @@ def test_events_without_a_status_change_are_answered_and_not_stored(
 ) -> None:
     response = post(client, sample("edd_revise"))
     assert response.status_code == 200
-    assert response.json() == {"accepted": 0, "duplicate": 0, "rejected": 0, "results": []}
+    assert response.json() == {
+        "accepted": 0,
+        "duplicate": 0,
+        "rejected": 0,
+        "deferred": 0,
+        "results": [],
+    }
     assert stored(configured) == []
     assert kept(configured) == []
 

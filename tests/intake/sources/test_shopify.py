@@ -519,7 +519,13 @@ def test_unknown_topics_are_acknowledged_and_not_stored(
 ) -> None:
     response = deliver(client, "products/update", {"id": 632910392, "title": "Lampe Opaline"})
     assert response.status_code == 200
-    assert response.json() == {"accepted": 0, "duplicate": 0, "rejected": 0, "results": []}
+    assert response.json() == {
+        "accepted": 0,
+        "duplicate": 0,
+        "rejected": 0,
+        "deferred": 0,
+        "results": [],
+    }
     assert stored(shopify) == []
     assert kept(shopify) == []
 

@@ -402,6 +402,12 @@ def test_unknown_event_types_are_acknowledged_and_not_stored(
 ) -> None:
     response = deliver(client, sample("customer_updated"))
     assert response.status_code == 200
-    assert response.json() == {"accepted": 0, "duplicate": 0, "rejected": 0, "results": []}
+    assert response.json() == {
+        "accepted": 0,
+        "duplicate": 0,
+        "rejected": 0,
+        "deferred": 0,
+        "results": [],
+    }
     assert stored(stripe) == []
     assert kept(stripe) == []

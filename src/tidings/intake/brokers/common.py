@@ -97,7 +97,7 @@ def store_batch(
 ) -> list[Settle]:
     """Parse and store a batch of messages; returns how to settle each, in order.
 
-    Parsing is the HTTP API's (``parse_request``) and storing is ``Intake.store_items``: all the
+    Parsing is the HTTP API's (``parse_request``) and storing is ``Intake.store_admitted``: all the
     good events of the batch, and the refused ones that share a reject context, commit in one
     transaction; refusals read with other headers follow in their own.
     """
@@ -113,18 +113,21 @@ def store_batch(
     calls = list(contexts.items()) or [((None, ()), [])]
     calls[0] = (calls[0][0], [*good, *calls[0][1]])
 
-    failed: set[int] = set()  # indexes of items whose transaction did not commit
+    # Indexes of items whose transaction did not commit, or that wait for the backlog
+    # to drain (bulk events past high water): their messages come again.
+    failed: set[int] = set()
     for (content_type, headers), items in calls:
         if not items:
             continue
         try:
-            intake.store_items(
+            outcomes = intake.store_admitted(
                 items,
                 content_type=content_type,
                 headers=dict(headers),
                 actor=actor,
                 channel=channel,
             )
+            failed.update(outcome.item.index for outcome in outcomes if outcome.deferred)
         except Exception:
             log.exception(
                 "storing %d events from %s failed; they will come again", len(items), channel
