@@ -29,12 +29,14 @@ def pg_engine(postgres_url: str | None) -> Iterator[Engine]:
     engine.dispose()
 
 
-def test_sqlite_neither_listens_nor_announces(engine: Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("the SQLite side of this")
-    assert not notify.listens(engine)
-    with engine.begin() as conn:
-        notify.announce(conn)  # a no-op, not an error
+def test_sqlite_neither_listens_nor_announces(sqlite_template: Path, tmp_path: Path) -> None:
+    engine = databases.engine_for(databases.fresh_sqlite(sqlite_template, tmp_path))
+    try:
+        assert not notify.listens(engine)
+        with engine.begin() as conn:
+            notify.announce(conn)  # a no-op, not an error
+    finally:
+        engine.dispose()
 
 
 def test_a_commit_wakes_a_listener_and_a_rollback_does_not(pg_engine: Engine) -> None:
