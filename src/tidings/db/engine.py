@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,7 +68,30 @@ def _prepare_sqlite_file(url: str) -> bool:
     return True
 
 
+# One writer at a time per SQLite file is SQLite's rule; waiting for it in SQLite's busy
+# handler means sleeping in growing steps (up to 100 ms) and retrying, which under many
+# threads makes a long tail and idle gaps. Writers of one process queue on this lock
+# instead and start the moment the previous one ends; other processes still meet
+# SQLite's own lock and busy handler.
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+WRITER_WAIT_SECONDS = 30.0
+_HOLDS = "tidings_holds_writer_lock"
+
+
+def _writer_lock(database: str) -> threading.Lock:
+    key = os.path.realpath(database) if database and database != ":memory:" else database
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.Lock())
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
+    writers = _writer_lock(engine.url.database or "")
+
+    def release(info: dict[Any, Any]) -> None:
+        if info.pop(_HOLDS, False):
+            writers.release()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -79,7 +104,33 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode != "IMMEDIATE":
+            connection.exec_driver_sql(f"BEGIN {mode}")
+            return
+        if not writers.acquire(timeout=WRITER_WAIT_SECONDS):
+            raise sqlite3.OperationalError(
+                f"database is locked: no write transaction could start in "
+                f"{WRITER_WAIT_SECONDS:.0f} s (one already open in this thread?)"
+            )
+        connection.info[_HOLDS] = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            release(connection.info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection: Connection) -> None:
+        release(connection.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection: Connection) -> None:
+        release(connection.info)
+
+    @event.listens_for(engine, "reset")
+    def _on_reset(_dbapi: Any, record: Any, _state: Any) -> None:
+        # A connection back in the pool never keeps the lock, however its work ended.
+        release(record.info)
 
 
 @contextmanager
