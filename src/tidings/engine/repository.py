@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from tidings.db.dialect import upsert
+from tidings.db.dialect import upsert_for
 from tidings.db.schema import customers, orders
 from tidings.delivery.devices import active_device_ids
 from tidings.engine.recipients import Recipient, recipient_from_row
@@ -25,29 +26,38 @@ def upsert_customers(conn: Connection, profiles: Iterable[dict[str, Any]], now: 
     ]
     if not rows:
         return
-    stmt = upsert(conn, customers)
-    stmt = stmt.on_conflict_do_update(
+    conn.execute(_customer_upsert(conn.dialect.name), rows)
+
+
+def upsert_orders(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    conn.execute(_order_upsert(conn.dialect.name), rows)
+
+
+# Built once per dialect: constructing these expressions costs more than running them.
+@functools.cache
+def _customer_upsert(dialect: str) -> Any:
+    stmt = upsert_for(dialect, customers)
+    return stmt.on_conflict_do_update(
         index_elements=[customers.c.id],
         set_={
             **{k: func.coalesce(stmt.excluded[k], customers.c[k]) for k in _PROFILE},
             "updated_at": stmt.excluded.updated_at,
         },
     )
-    conn.execute(stmt, rows)
 
 
-def upsert_orders(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    stmt = upsert(conn, orders)
-    stmt = stmt.on_conflict_do_update(
+@functools.cache
+def _order_upsert(dialect: str) -> Any:
+    stmt = upsert_for(dialect, orders)
+    return stmt.on_conflict_do_update(
         index_elements=[orders.c.id],
         set_={
             k: func.coalesce(stmt.excluded[k], orders.c[k])
             for k in ("number", "customer_id", "locale", "currency")
         },
     )
-    conn.execute(stmt, rows)
 
 
 def orders_by_id(conn: Connection, order_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
