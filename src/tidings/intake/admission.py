@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine, func, select
 
+from tidings.db.engine import read_transaction
 from tidings.db.schema import delivery_jobs
 from tidings.engine.rules import Lane, RuleSet
 from tidings.events.envelope import CanonicalEvent
@@ -52,7 +53,7 @@ class Admission:
         with self._lock:
             now = self._clock()
             if self._counted_at is None or now - self._counted_at >= self.recheck:
-                with self.engine.connect() as conn:
+                with read_transaction(self.engine) as conn:
                     self._backlog = int(
                         conn.execute(
                             select(func.count())

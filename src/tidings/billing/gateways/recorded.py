@@ -13,6 +13,7 @@ from sqlalchemy import Engine, and_, or_, select
 
 from tidings.billing.gateways.base import Capture, Movement
 from tidings.billing.reconciliation import captures_booked
+from tidings.db.engine import read_transaction
 from tidings.db.schema import payments
 
 
@@ -27,7 +28,7 @@ class RecordedPayments:
             payments.c.gateway_payment_id == payment_id,
             and_(payments.c.id == payment_id, payments.c.gateway_payment_id.is_(None)),
         )
-        with self.engine.connect() as conn:
+        with read_transaction(self.engine) as conn:
             row = conn.execute(
                 select(payments.c.captured, payments.c.currency, payments.c.refunded).where(
                     payments.c.gateway == self.gateway, known_as, payments.c.captured > 0
@@ -38,6 +39,6 @@ class RecordedPayments:
         return Capture(payment_id, int(row.captured), row.currency, int(row.refunded))
 
     def captures_on(self, day: date) -> list[Movement]:
-        with self.engine.connect() as conn:
+        with read_transaction(self.engine) as conn:
             booked = captures_booked(conn, gateway=self.gateway, day=day)
         return [Movement("in", b.reference, b.amount, b.currency) for b in booked]
