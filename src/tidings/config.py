@@ -20,6 +20,19 @@ KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
 KNOWN_GATEWAYS: tuple[str, ...] = ("sandbox", "stripe", "braintree")
 
 
+class ConfigError(ValueError):
+    """Settings that name a provider without what it needs."""
+
+
+def required_setting(value: SecretStr | str | Path | None, name: str) -> str:
+    """A provider named in the settings needs its credentials: say which one is missing."""
+    if value is None or value == "":
+        raise ConfigError(f"TIDINGS_{name} must be set for the configured provider")
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
 def provider_names(value: str) -> list[str]:
     """A comma-separated provider list, in order, without blanks or repeats."""
     names: list[str] = []

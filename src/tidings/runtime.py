@@ -8,17 +8,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from tidings.api.keys import KeyVerifier
 from tidings.billing.approvals import ApprovalPolicy
 from tidings.billing.context import Billing
+from tidings.billing.gateways import loop as gateway_loop
 from tidings.billing.gateways.configured import configured_gateways
 from tidings.billing.gateways.recorded import RecordedPayments
 from tidings.billing.service import Emitter
 from tidings.billing.submission import BillingTick
-from tidings.config import Settings, provider_names, store_branding
+from tidings.config import ConfigError, Settings, provider_names, required_setting, store_branding
 from tidings.db.engine import create_db_engine
 from tidings.delivery.channels import Channel, Route
 from tidings.delivery.inbox import InboxSignal
@@ -105,7 +105,7 @@ class Runtime:
         if name == "postmark":
             return PostmarkEmailProvider(
                 client,
-                server_token=_required(s.postmark_server_token, "POSTMARK_SERVER_TOKEN"),
+                server_token=required_setting(s.postmark_server_token, "POSTMARK_SERVER_TOKEN"),
                 sender=s.mail_from,
                 domain=s.message_id_domain,
                 message_stream=s.postmark_message_stream,
@@ -124,18 +124,18 @@ class Runtime:
         if name == "twilio":
             return TwilioSmsProvider(
                 client,
-                account_sid=_required(s.twilio_account_sid, "TWILIO_ACCOUNT_SID"),
-                auth_token=_required(s.twilio_auth_token, "TWILIO_AUTH_TOKEN"),
-                sender=_required(s.twilio_from, "TWILIO_FROM"),
+                account_sid=required_setting(s.twilio_account_sid, "TWILIO_ACCOUNT_SID"),
+                auth_token=required_setting(s.twilio_auth_token, "TWILIO_AUTH_TOKEN"),
+                sender=required_setting(s.twilio_from, "TWILIO_FROM"),
                 status_callback=f"{s.public_url}/api/receipts/twilio" if s.public_url else None,
                 base_url=s.twilio_api_url,
                 max_segments=s.sms_max_segments,
             )
         return VonageSmsProvider(
             client,
-            api_key=_required(s.vonage_api_key, "VONAGE_API_KEY"),
-            api_secret=_required(s.vonage_api_secret, "VONAGE_API_SECRET"),
-            sender=_required(s.vonage_from, "VONAGE_FROM"),
+            api_key=required_setting(s.vonage_api_key, "VONAGE_API_KEY"),
+            api_secret=required_setting(s.vonage_api_secret, "VONAGE_API_SECRET"),
+            sender=required_setting(s.vonage_from, "VONAGE_FROM"),
             base_url=s.vonage_api_url,
             max_segments=s.sms_max_segments,
         )
@@ -143,12 +143,12 @@ class Runtime:
     def _push_provider(self, name: str, client: httpx.AsyncClient) -> Provider:
         s = self.settings
         if name == "fcm":
-            path = _required(s.fcm_service_account_file, "FCM_SERVICE_ACCOUNT_FILE")
+            path = required_setting(s.fcm_service_account_file, "FCM_SERVICE_ACCOUNT_FILE")
             account = json.loads(Path(path).read_text(encoding="utf-8"))
             return FcmPushProvider(client, service_account=account, base_url=s.fcm_api_url)
         return WebPushProvider(
             client,
-            vapid_private_key=_required(s.vapid_private_key, "VAPID_PRIVATE_KEY"),
+            vapid_private_key=required_setting(s.vapid_private_key, "VAPID_PRIVATE_KEY"),
             vapid_subject=s.vapid_subject,
         )
 
@@ -206,20 +206,9 @@ class Runtime:
         return [self.intake.replay(reject_id, actor=actor)]
 
     def close(self) -> None:
+        # The gateways' pooled clients live on the gateway loop (billing/gateways/loop.py).
+        gateway_loop.call(self.billing.gateways.aclose())
         self.engine.dispose()
-
-
-def _required(value: SecretStr | str | Path | None, name: str) -> str:
-    """A provider named in the settings needs its credentials: say which one is missing."""
-    if value is None or value == "":
-        raise ConfigError(f"TIDINGS_{name} must be set for the configured provider")
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    return str(value)
-
-
-class ConfigError(ValueError):
-    """Settings that name a provider without what it needs."""
 
 
 # What each provider needs before a worker can use it.

@@ -33,6 +33,8 @@ def capture(
     order_id: str = "1042",
     customer_id: str | None = "cus_camille",
     store: str = "lumen",
+    gateway: str = "sandbox",
+    now: datetime = NOW,
 ) -> Payment:
     return service.record_capture(
         conn,
@@ -40,12 +42,12 @@ def capture(
         store=store,
         order_id=order_id,
         customer_id=customer_id,
-        gateway="sandbox",
+        gateway=gateway,
         currency=currency,
         amount=amount,
         method="card",
-        now=NOW,
-        actor="gateway:sandbox",
+        now=now,
+        actor=f"gateway:{gateway}",
     )
 
 

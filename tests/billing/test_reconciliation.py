@@ -75,19 +75,7 @@ def test_the_ledger_side_is_the_days_clearing_movements_of_that_gateway(engine: 
         )
         service.mark_authorized(conn, refund_id=refund.id, actor="w", now=NOW, emitter=e)
         service.mark_succeeded(conn, refund_id=refund.id, actor="w", now=NOW, emitter=e)
-        service.record_capture(
-            conn,
-            payment_id="pay_other",
-            store="lumen",
-            order_id="1099",
-            customer_id=None,
-            gateway="stripe",
-            currency="EUR",
-            amount=800,
-            method="card",
-            now=NOW,
-            actor="t",
-        )
+        capture(conn, "pay_other", amount=800, order_id="1099", gateway="stripe")
     with engine.connect() as conn:
         sandbox = booked_on(conn, gateway="sandbox", day=NOW.date())
         stripe = booked_on(conn, gateway="stripe", day=NOW.date())
@@ -110,19 +98,7 @@ def test_the_route_compares_the_ledger_with_the_gateways_report(
     # Taken by the gateway, never told to us: the webhook was lost.
     sandbox.add_payment("pay_r2", currency="EUR", captured=700)
     with runtime.engine.begin() as conn:
-        service.record_capture(
-            conn,
-            payment_id="pay_r1",
-            store="lumen",
-            order_id="1042",
-            customer_id=None,
-            gateway="sandbox",
-            currency="EUR",
-            amount=5000,
-            method="card",
-            now=now,
-            actor="t",
-        )
+        capture(conn, "pay_r1", amount=5000, now=now)
     today = now.date().isoformat()
 
     report = client.get(f"{PREFIX}/reconciliation", params={"date": today})

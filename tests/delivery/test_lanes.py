@@ -16,10 +16,9 @@ from tidings.engine.rules import Lane
 from tidings.runtime import Runtime
 
 
-def test_critical_jobs_are_claimed_before_older_bulk_ones(
-    client: TestClient, runtime: Runtime
-) -> None:
-    for n in range(12):
+def post_refunds(client: TestClient, count: int) -> None:
+    """Refund confirmations for ``count`` orders: each queues an email and an in-app job."""
+    for n in range(count):
         event = refund_authorized(str(n), id=f"refund-{n}", customer=JORDAN)
         event["data"]["refund_id"] = f"re_{n}"
         answer = client.post(
@@ -28,6 +27,12 @@ def test_critical_jobs_are_claimed_before_older_bulk_ones(
             headers={"Content-Type": "application/cloudevents+json"},
         )
         assert answer.status_code == 202
+
+
+def test_critical_jobs_are_claimed_before_older_bulk_ones(
+    client: TestClient, runtime: Runtime
+) -> None:
+    post_refunds(client, 12)
     now = utcnow()
     with runtime.engine.begin() as conn:
         ids = list(conn.scalars(select(delivery_jobs.c.id).order_by(delivery_jobs.c.id)))
@@ -53,15 +58,7 @@ def test_critical_jobs_are_claimed_before_older_bulk_ones(
 def test_a_claim_takes_at_most_its_limit_and_the_next_takes_the_rest(
     client: TestClient, runtime: Runtime
 ) -> None:
-    for n in range(5):
-        event = refund_authorized(str(n), id=f"refund-{n}", customer=JORDAN)
-        event["data"]["refund_id"] = f"re_{n}"
-        answer = client.post(
-            "/api/events",
-            content=json.dumps(event),
-            headers={"Content-Type": "application/cloudevents+json"},
-        )
-        assert answer.status_code == 202
+    post_refunds(client, 5)
     now = utcnow()
     with runtime.engine.connect() as conn:
         queued = set(conn.scalars(select(delivery_jobs.c.id)))
@@ -79,15 +76,7 @@ def test_a_claim_takes_at_most_its_limit_and_the_next_takes_the_rest(
 def test_a_claimed_batch_comes_in_the_order_its_jobs_fell_due(
     client: TestClient, runtime: Runtime
 ) -> None:
-    for n in range(6):
-        event = refund_authorized(str(n), id=f"refund-{n}", customer=JORDAN)
-        event["data"]["refund_id"] = f"re_{n}"
-        answer = client.post(
-            "/api/events",
-            content=json.dumps(event),
-            headers={"Content-Type": "application/cloudevents+json"},
-        )
-        assert answer.status_code == 202
+    post_refunds(client, 6)
     now = utcnow()
     with runtime.engine.begin() as conn:
         ids = list(conn.scalars(select(delivery_jobs.c.id).order_by(delivery_jobs.c.id)))

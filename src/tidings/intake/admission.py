@@ -66,7 +66,10 @@ class Admission:
 
     def deferred(self, events: Sequence[CanonicalEvent]) -> list[bool]:
         """For each event, whether it must wait: bulk, while the backlog is past high water."""
-        bulk = [self.rules.lane_of(event.type) is Lane.bulk for event in events]
-        if self.high_water <= 0 or not any(bulk) or self.backlog() <= self.high_water:
+        if self.high_water <= 0:
+            return [False] * len(events)
+        lanes = {kind: self.rules.lane_of(kind) for kind in {event.type for event in events}}
+        bulk = [lanes[event.type] is Lane.bulk for event in events]
+        if not any(bulk) or self.backlog() <= self.high_water:
             return [False] * len(events)
         return bulk

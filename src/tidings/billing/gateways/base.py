@@ -148,6 +148,10 @@ class Gateway(abc.ABC):
         """Hard or soft; pure, so not async. ``earlier_codes``: earlier attempts' codes."""
         return self.declines.category(decline_code, earlier_codes=earlier_codes)
 
+    async def aclose(self) -> None:
+        """Release pooled connections; a gateway that holds none has nothing to do."""
+        return None
+
     @abc.abstractmethod
     async def activity(self, day: date) -> list[Movement]:
         """Every capture, approved retry and refund the gateway made on ``day`` (UTC)."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
-
 from tidings.billing.gateways.base import Gateway
 from tidings.billing.gateways.routing import GatewayRouter, parse_routes
 from tidings.billing.gateways.sandbox import Recorded, SandboxGateway
-from tidings.config import Settings, provider_names
+from tidings.config import Settings, provider_names, required_setting
 
 
 def configured_gateways(
@@ -24,7 +22,7 @@ def configured_gateways(
 
             built.append(
                 StripeGateway(
-                    _needed(settings.stripe_api_key, "TIDINGS_STRIPE_API_KEY"),
+                    required_setting(settings.stripe_api_key, "STRIPE_API_KEY"),
                     api_base=settings.stripe_api_url,
                     timeout=timeout,
                 )
@@ -34,8 +32,8 @@ def configured_gateways(
 
             built.append(
                 BraintreeGateway(
-                    _needed(settings.braintree_public_key, "TIDINGS_BRAINTREE_PUBLIC_KEY"),
-                    _needed(settings.braintree_private_key, "TIDINGS_BRAINTREE_PRIVATE_KEY"),
+                    required_setting(settings.braintree_public_key, "BRAINTREE_PUBLIC_KEY"),
+                    required_setting(settings.braintree_private_key, "BRAINTREE_PRIVATE_KEY"),
                     endpoint=settings.braintree_api_url,
                     timeout=timeout,
                 )
@@ -43,9 +41,3 @@ def configured_gateways(
         else:
             raise ValueError(f"unknown gateway {name!r}")
     return GatewayRouter(built, parse_routes(settings.billing_routes))
-
-
-def _needed(value: str | SecretStr | None, variable: str) -> str:
-    if value is None:
-        raise ValueError(f"{variable} is not set")
-    return value.get_secret_value() if isinstance(value, SecretStr) else value

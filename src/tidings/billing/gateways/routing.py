@@ -150,3 +150,7 @@ class GatewayRouter:
             if route.secondary is not None and route.secondary != gateway:
                 return self._gateways[route.secondary]
         return self.for_payment(gateway=gateway, store=store, currency=currency)
+
+    async def aclose(self) -> None:
+        for gateway in self._gateways.values():
+            await gateway.aclose()

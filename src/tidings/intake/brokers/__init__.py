@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from tidings.intake.brokers.common import Tally
+    from tidings.intake.intake import Intake
 
 BATCH_HELP = "Messages stored together, in one transaction."
 RETRY_HELP = "Seconds before a message that could not be stored comes again."
@@ -28,8 +33,28 @@ def _intake() -> Any:
         raise click.ClickException(f"configuration: {exc}") from exc
 
 
-def _logging() -> None:
+def _consume(banner: str, run: Callable[[Intake], Coroutine[Any, Any, Tally]]) -> None:
+    """What both commands do around their broker's loop: wiring, logging, errors, summary."""
+    from tidings.intake.brokers.common import ConsumeError
+
+    runtime = _intake()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    click.echo(banner)
+    try:
+        tally = asyncio.run(run(runtime.intake))
+    except ConsumeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        runtime.close()
+    click.echo(f"stopped: {tally.acked} stored, {tally.rejected} rejected")
+
+
+_batch = click.option(
+    "--batch", type=click.IntRange(1, 1000), default=50, show_default=True, help=BATCH_HELP
+)
+_retry_delay = click.option(
+    "--retry-delay", type=click.FloatRange(0), default=5.0, show_default=True, help=RETRY_HELP
+)
 
 
 @click.command("nats")
@@ -39,9 +64,7 @@ def _logging() -> None:
 @click.option(
     "--url", default=None, help="Server URL (TIDINGS_NATS_URL, else nats://127.0.0.1:4222)."
 )
-@click.option(
-    "--batch", type=click.IntRange(1, 1000), default=50, show_default=True, help=BATCH_HELP
-)
+@_batch
 @click.option(
     "--max-ack-pending",
     type=click.IntRange(1),
@@ -56,25 +79,16 @@ def _logging() -> None:
     show_default=True,
     help="Seconds before an unacknowledged message is delivered again.",
 )
-@click.option(
-    "--retry-delay", type=click.FloatRange(0), default=5.0, show_default=True, help=RETRY_HELP
-)
+@_retry_delay
 def nats_command(**options: Any) -> None:
     """Read CloudEvents from a NATS JetStream stream; ack each once it is stored."""
     from tidings.intake.brokers import nats
-    from tidings.intake.brokers.common import ConsumeError
 
-    runtime = _intake()
-    _logging()
     settings = nats.Options(**options)
-    click.echo(f"consuming stream {settings.stream} as {settings.durable}")
-    try:
-        tally = asyncio.run(nats.consume(runtime.intake, settings, on_signals=True))
-    except ConsumeError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        runtime.close()
-    click.echo(f"stopped: {tally.acked} stored, {tally.rejected} rejected")
+    _consume(
+        f"consuming stream {settings.stream} as {settings.durable}",
+        lambda intake: nats.consume(intake, settings, on_signals=True),
+    )
 
 
 @click.command("amqp")
@@ -84,9 +98,7 @@ def nats_command(**options: Any) -> None:
     default=None,
     help="Server URL (TIDINGS_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672/).",
 )
-@click.option(
-    "--batch", type=click.IntRange(1, 1000), default=50, show_default=True, help=BATCH_HELP
-)
+@_batch
 @click.option(
     "--prefetch",
     type=click.IntRange(1),
@@ -94,22 +106,13 @@ def nats_command(**options: Any) -> None:
     show_default=True,
     help="Messages held unacknowledged, at most (never fewer than --batch).",
 )
-@click.option(
-    "--retry-delay", type=click.FloatRange(0), default=5.0, show_default=True, help=RETRY_HELP
-)
+@_retry_delay
 def amqp_command(**options: Any) -> None:
     """Read CloudEvents from a RabbitMQ queue; ack each once it is stored."""
     from tidings.intake.brokers import amqp
-    from tidings.intake.brokers.common import ConsumeError
 
-    runtime = _intake()
-    _logging()
     settings = amqp.Options(**options)
-    click.echo(f"consuming queue {settings.queue}")
-    try:
-        tally = asyncio.run(amqp.consume(runtime.intake, settings, on_signals=True))
-    except ConsumeError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        runtime.close()
-    click.echo(f"stopped: {tally.acked} stored, {tally.rejected} rejected")
+    _consume(
+        f"consuming queue {settings.queue}",
+        lambda intake: amqp.consume(intake, settings, on_signals=True),
+    )

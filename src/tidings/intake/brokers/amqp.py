@@ -53,7 +53,13 @@ import aio_pika.exceptions
 import aiormq.exceptions
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from tidings.intake.brokers.common import ConsumeError, Consumer, Delivery, Settle, Tally
+from tidings.intake.brokers.common import (
+    ConsumeError,
+    Delivery,
+    Settle,
+    Tally,
+    run_consumer,
+)
 from tidings.intake.intake import Intake
 
 log = logging.getLogger(__name__)
@@ -207,20 +213,16 @@ async def consume(
         await queue.channel.set_qos(prefetch_count=max(options.prefetch, options.batch))
         broker = RabbitBroker(queue, options.poll)
         await broker.start()
-        consumer = Consumer(
-            broker,
-            intake,
-            channel=CHANNEL,
-            actor=options.actor,
-            batch=options.batch,
-            retry_delay=options.retry_delay,
-            stop=stop or asyncio.Event(),
-            tally=tally or Tally(),
-        )
-        if on_signals:
-            consumer.stop_on_signals()
         try:
-            return await consumer.run()
+            return await run_consumer(
+                broker,
+                intake,
+                options,
+                channel=CHANNEL,
+                stop=stop,
+                on_signals=on_signals,
+                tally=tally,
+            )
         finally:
             await broker.stop()
     finally:

@@ -239,3 +239,42 @@ class Consumer(Generic[M]):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
+
+
+class ConsumerOptions(Protocol):
+    """What every broker's options tell the shared loop."""
+
+    @property
+    def actor(self) -> str: ...
+
+    @property
+    def batch(self) -> int: ...
+
+    @property
+    def retry_delay(self) -> float: ...
+
+
+async def run_consumer(
+    broker: Broker[M],
+    intake: Intake,
+    options: ConsumerOptions,
+    *,
+    channel: str,
+    stop: asyncio.Event | None,
+    on_signals: bool,
+    tally: Tally | None,
+) -> Tally:
+    """Run the shared loop over ``broker`` until stopped; returns what it settled."""
+    consumer = Consumer(
+        broker,
+        intake,
+        channel=channel,
+        actor=options.actor,
+        batch=options.batch,
+        retry_delay=options.retry_delay,
+        stop=stop or asyncio.Event(),
+        tally=tally or Tally(),
+    )
+    if on_signals:
+        consumer.stop_on_signals()
+    return await consumer.run()

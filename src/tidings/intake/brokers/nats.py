@@ -58,7 +58,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from tidings.intake.brokers.common import ConsumeError, Consumer, Delivery, Settle, Tally
+from tidings.intake.brokers.common import (
+    ConsumeError,
+    Delivery,
+    Settle,
+    Tally,
+    run_consumer,
+)
 from tidings.intake.cloudevents_http import RequestError
 from tidings.intake.intake import Intake
 
@@ -200,19 +206,10 @@ async def consume(
         raise ConsumeError(f"nats: cannot connect to {url} ({error!r})") from error
     try:
         sub = await subscribe(nc.jetstream(), options)
-        consumer = Consumer(
-            JetStreamBroker(nc, sub, options.poll),
-            intake,
-            channel=CHANNEL,
-            actor=options.actor,
-            batch=options.batch,
-            retry_delay=options.retry_delay,
-            stop=stop or asyncio.Event(),
-            tally=tally or Tally(),
+        broker = JetStreamBroker(nc, sub, options.poll)
+        return await run_consumer(
+            broker, intake, options, channel=CHANNEL, stop=stop, on_signals=on_signals, tally=tally
         )
-        if on_signals:
-            consumer.stop_on_signals()
-        return await consumer.run()
     finally:
         # Every batch was flushed when settled; drain would wait on the idle pull request.
         await nc.close()
