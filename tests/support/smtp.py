@@ -145,8 +145,8 @@ class SmtpServer(MailSink):
     unknown mailbox. ``fail_next`` plans faults for the next transactions.
     """
 
-    def __init__(self, port: int) -> None:
-        super().__init__(port=port)
+    def __init__(self, port: int, keep: int = 10_000) -> None:
+        super().__init__(port=port, keep=keep)
         self.refused: set[str] = set()
         self._faults_lock = threading.Lock()
         self._planned: deque[SmtpFault] = deque()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,18 +72,55 @@ def _prepare_sqlite_file(url: str) -> bool:
 # One writer at a time per SQLite file is SQLite's rule; waiting for it in SQLite's busy
 # handler means sleeping in growing steps (up to 100 ms) and retrying, which under many
 # threads makes a long tail and idle gaps. Writers of one process queue on this lock
-# instead and start the moment the previous one ends; other processes still meet
-# SQLite's own lock and busy handler.
-_WRITERS: dict[str, threading.Lock] = {}
-_WRITERS_GUARD = threading.Lock()
+# instead and start the moment the previous one ends, in the order they came: under a
+# flood of intake requests the in-process worker's claim still gets its turn. Other
+# processes still meet SQLite's own lock and busy handler.
 WRITER_WAIT_SECONDS = 30.0
 _HOLDS = "tidings_holds_writer_lock"
 
 
-def _writer_lock(database: str) -> threading.Lock:
+class FifoLock:
+    """A lock handed to its waiters in arrival order (``threading.Lock`` lets any waiter,
+    or a newcomer, take it: one busy thread group can keep the others out)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+        self._held = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        if turn.acquire(timeout=timeout):
+            return True  # handed over by release(): held now
+        with self._guard:
+            try:
+                self._waiters.remove(turn)
+            except ValueError:
+                return True  # handed over just as the wait ran out
+            return False
+
+    def release(self) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().release()  # ownership passes, still held
+            else:
+                self._held = False
+
+
+_WRITERS: dict[str, FifoLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(database: str) -> FifoLock:
     key = os.path.realpath(database) if database and database != ":memory:" else database
     with _WRITERS_GUARD:
-        return _WRITERS.setdefault(key, threading.Lock())
+        return _WRITERS.setdefault(key, FifoLock())
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:

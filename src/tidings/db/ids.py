@@ -9,11 +9,14 @@ import time
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+# Every 10-bit value as its two base32 characters: 13 look-ups make the 26 characters.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+
+
 def new_id(prefix: str) -> str:
     """A ULID-shaped id (48-bit ms time, 80 random bits) behind a type prefix: ``ntf_01J...``."""
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    pairs = _PAIRS
+    return prefix + "_" + "".join(
+        [pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)]
+    )

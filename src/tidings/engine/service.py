@@ -16,14 +16,18 @@ from sqlalchemy import Connection, update
 from tidings.audit.chain import AuditEntry
 from tidings.db.dialect import upsert
 from tidings.db.ids import new_id
+from tidings.db.lookups import chunked
 from tidings.db.schema import events, order_lines, orders
 from tidings.engine import inventory, repository, returns, shipments
 from tidings.engine.planning import (
     SUPPRESSED,
     Facts,
+    business_identity,
+    key,
     plan,
 )
 from tidings.engine.recipients import Recipient
+from tidings.engine.rules import RuleSet
 from tidings.engine.writer import NotificationWriter, Settings
 from tidings.events.envelope import CanonicalEvent
 
@@ -36,6 +40,8 @@ def apply_events(
         return {}
     _remember_customers_and_orders(conn, [event for _, event in fresh], settings.now)
     writer = NotificationWriter(conn, settings)
+    known = Known(conn)
+    known.prefetch([event for _, event in fresh], writer, settings.rules)
     pending = deque(fresh)
     while pending:
         event_id, event = pending.popleft()
@@ -53,7 +59,7 @@ def apply_events(
             if derived_id is not None:
                 pending.append((derived_id, derived))
         event = returns.with_order(conn, event_id, event, settings.now)
-        _plan_event(conn, writer, event_id, event, settings)
+        _plan_event(conn, writer, known, event_id, event, settings)
     writer.flush()
     return writer.counts
 
@@ -143,6 +149,7 @@ def _store_derived(conn: Connection, event: CanonicalEvent, now: datetime) -> st
 def _plan_event(
     conn: Connection,
     writer: NotificationWriter,
+    known: Known,
     event_id: str,
     event: CanonicalEvent,
     settings: Settings,
@@ -160,7 +167,7 @@ def _plan_event(
     if not rules.for_type(event.type) or event.type == "inventory.back_in_stock":
         return  # back-in-stock goes to subscribers in waves, see run_wave
     order_id = event.order_id or (shipment or {}).get("order_id")
-    order = repository.orders_by_id(conn, [order_id]).get(order_id) if order_id else None
+    order = known.order(order_id) if order_id else None
     extra: dict[str, dict[str, Any]] = {}
     order_of: dict[str, str] = {}
     recipients: list[Recipient | None]
@@ -172,7 +179,7 @@ def _plan_event(
                 writer.note_no_news(event_id, event)
                 return
         waiting = inventory.open_orders_with(conn, str(event.data["sku"]))
-        found = repository.recipients_by_id(conn, [w.customer_id for w in waiting])
+        found = known.recipients([w.customer_id for w in waiting])
         recipients = []
         for w in waiting:
             if w.customer_id in found and w.customer_id not in order_of:
@@ -187,7 +194,7 @@ def _plan_event(
                     extra[w.customer_id]["data"] = event.data
     else:
         customer_id = (event.customer or {}).get("id") or (order or {}).get("customer_id")
-        found = repository.recipients_by_id(conn, [customer_id] if customer_id else [])
+        found = known.recipients([customer_id] if customer_id else [])
         recipients = [found.get(customer_id)] if customer_id else [None]
         if customer_id and order_id:
             order_of[customer_id] = order_id
@@ -198,8 +205,12 @@ def _plan_event(
         now=settings.now,
         order=order,
         shipment_reached=reached,
-        sent_today=writer.sent_today(
-            {r.customer_id: order_of.get(r.customer_id) or order_id for r in recipients if r}
+        sent_today=(
+            writer.sent_today(
+                {r.customer_id: order_of.get(r.customer_id) or order_id for r in recipients if r}
+            )
+            if _budgeted(rules, event.type)
+            else {}
         ),
         extra=extra,
     )
@@ -214,6 +225,69 @@ def _plan_event(
         conn.execute(update(events).where(events.c.id == event_id).values(order_id=order_id))
     if shipment is not None:
         _advance_shipment(conn, event, shipment, order_id, settings.now)
+
+
+def _budgeted(rules: RuleSet, event_type: str) -> bool:
+    """Whether a message of this event type can count against the contact budget: only
+    non-critical ones do, and only when a budget is set."""
+    if rules.policy.contact_budget_per_order_per_day is None:
+        return False
+    return any(not rule.critical for rule in rules.for_type(event_type))
+
+
+class Known:
+    """The orders and recipients a batch's events name, read for all of them at once and
+    kept for the transaction (intake writes both before planning starts, nothing in
+    planning changes them). Orders found only while planning (through a tracking number
+    or a return) are read when asked for."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._orders: dict[str, dict[str, Any] | None] = {}
+        self._recipients: dict[str, Recipient | None] = {}
+
+    def prefetch(
+        self, batch: list[CanonicalEvent], writer: NotificationWriter, rules: RuleSet
+    ) -> None:
+        orders = self.orders([event.order_id for event in batch if event.order_id])
+        customers: set[str] = set()
+        budgeted: set[tuple[str, str]] = set()
+        # The dedupe keys planning will most likely ask about: each matching rule and
+        # channel for the customer the event names. Any other is looked up when asked.
+        expected: list[str] = []
+        for event in batch:
+            order = orders.get(event.order_id or "")
+            customer_id = (event.customer or {}).get("id") or (order or {}).get("customer_id")
+            identity = business_identity(event)
+            expected.extend(
+                key(rule.id, channel, customer_id, *identity)
+                for rule in rules.for_type(event.type)
+                for channel in rule.channels
+            )
+            if customer_id:
+                customers.add(customer_id)
+                if event.order_id and _budgeted(rules, event.type):
+                    budgeted.add((event.order_id, customer_id))
+        self.recipients(list(customers))
+        writer.count_today(budgeted)
+        writer.check_keys(expected)
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        return self.orders([order_id]).get(order_id)
+
+    def orders(self, order_ids: list[str]) -> dict[str, dict[str, Any]]:
+        missing = sorted({i for i in order_ids if i not in self._orders})
+        for chunk in chunked(missing):
+            found = repository.orders_by_id(self.conn, chunk)
+            self._orders.update({i: found.get(i) for i in chunk})
+        return {i: row for i in order_ids if (row := self._orders[i]) is not None}
+
+    def recipients(self, customer_ids: list[str]) -> dict[str, Recipient]:
+        missing = sorted({i for i in customer_ids if i not in self._recipients})
+        for chunk in chunked(missing):
+            found = repository.recipients_by_id(self.conn, chunk)
+            self._recipients.update({i: found.get(i) for i in chunk})
+        return {i: who for i in customer_ids if (who := self._recipients[i]) is not None}
 
 
 def _with_data(event: CanonicalEvent, **values: Any) -> CanonicalEvent:

@@ -3,6 +3,7 @@ audit entries, collected for one transaction and written in bulk."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy import Connection, func, select, update
 
 from tidings.audit.chain import AuditEntry, append
 from tidings.db.ids import new_id
+from tidings.db.lookups import QUERY_CHUNK, chunked
 from tidings.db.schema import delivery_jobs, notifications
 from tidings.engine import timers
 from tidings.engine.planning import (
@@ -52,6 +54,9 @@ class NotificationWriter:
         self._today: dict[tuple[str, str], int] = {}
         # Escalations name their first message by its dedupe key.
         self._ids_by_key: dict[str, str] = {}
+        # Dedupe keys looked up in the stored notifications, and those found there.
+        self._checked_keys: set[str] = set()
+        self._stored_keys: set[str] = set()
 
     def sent_today(self, orders_of: dict[str, str | None]) -> dict[str, int]:
         """Per recipient: non-critical messages about their order in the last 24 hours,
@@ -61,25 +66,48 @@ class NotificationWriter:
             for customer_id, order_id in orders_of.items()
             if order_id is not None
         }
-        for order_id, customer_id in wanted - self._today.keys():
-            since = self.settings.now - timedelta(days=1)
-            count = self.conn.execute(
-                select(
-                    func.count(
-                        func.distinct(notifications.c.event_id.concat(notifications.c.rule_id))
-                    )
-                ).where(
-                    notifications.c.order_id == order_id,
-                    notifications.c.customer_id == customer_id,
+        self.count_today(wanted)
+        return {
+            customer_id: self._today[(order_id, customer_id)] for order_id, customer_id in wanted
+        }
+
+    def count_today(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Count the stored messages of these (order, customer) pairs, in one query for all
+        that are not counted yet: a batch asks once, not once per event."""
+        missing = set(pairs) - self._today.keys()
+        if not missing:
+            return
+        since = self.settings.now - timedelta(days=1)
+        counted = func.count(func.distinct(notifications.c.event_id.concat(notifications.c.rule_id)))
+        for chunk in chunked(sorted(missing), QUERY_CHUNK):
+            rows = self.conn.execute(
+                select(notifications.c.order_id, notifications.c.customer_id, counted)
+                .where(
+                    notifications.c.order_id.in_(sorted({order_id for order_id, _ in chunk})),
+                    notifications.c.customer_id.in_(
+                        sorted({customer_id for _, customer_id in chunk})
+                    ),
                     notifications.c.created_at >= since,
                     notifications.c.status.in_(COUNTED),
                     notifications.c.category.not_in(self.settings.rules.critical_categories),
                 )
-            ).scalar()
-            self._today[(order_id, customer_id)] = int(count or 0)
-        return {
-            customer_id: self._today[(order_id, customer_id)] for order_id, customer_id in wanted
-        }
+                .group_by(notifications.c.order_id, notifications.c.customer_id)
+            ).all()
+            found = {(row[0], row[1]): int(row[2]) for row in rows}
+            for pair in chunk:
+                self._today[pair] = found.get(pair, 0)
+
+    def check_keys(self, keys: Iterable[str]) -> None:
+        """Look up which of these dedupe keys stored notifications hold, in one query for
+        all not looked up yet (a batch passes the keys it expects to plan up front)."""
+        missing = sorted(set(keys) - self._checked_keys)
+        for chunk in chunked(missing):
+            self._stored_keys.update(
+                self.conn.scalars(
+                    select(notifications.c.dedupe_key).where(notifications.c.dedupe_key.in_(chunk))
+                )
+            )
+        self._checked_keys.update(missing)
 
     def note_no_news(
         self,
@@ -109,15 +137,8 @@ class NotificationWriter:
         # the same news (another source, a late copy) is recorded as suppressed, under a
         # key of its own, so the timeline shows it and why.
         sending = [p.dedupe_key for p in planned if p.status != SUPPRESSED]
-        taken = set(self._keys)
-        if sending:
-            taken |= set(
-                self.conn.scalars(
-                    select(notifications.c.dedupe_key).where(
-                        notifications.c.dedupe_key.in_(sending)
-                    )
-                ).all()
-            )
+        self.check_keys(sending)
+        taken = self._keys | (self._stored_keys & set(sending))
         fresh = []
         for p in planned:
             if p.status != SUPPRESSED and p.dedupe_key in taken:
