@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -193,7 +192,7 @@ def wait_http(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0
 class Tidings:
     port: int
     key: str
-    db: Path
+    db: str  # the database URL
 
 
 def start_tidings(
@@ -202,22 +201,29 @@ def start_tidings(
     *,
     worker: str,
     smtp_port: int | None = None,
+    workers: int = 1,
+    database_url: str | None = None,
     **settings: object,
 ) -> Tidings:
     """``worker``: ``none`` (serve --no-worker), ``in-process`` (serve, as ``make run``) or
-    ``process`` (serve --no-worker plus one ``tidings worker``)."""
+    ``process`` (serve --no-worker plus ``workers`` ``tidings worker`` processes).
+    ``database_url``: another database than the row's SQLite file (it must be empty)."""
     port = free_port()
     # With no worker nothing is ever sent; a closed port keeps the embedded sink off.
     smtp = f"smtp://{HOST}:{smtp_port or free_port()}"
+    if database_url is not None:
+        settings["database_url"] = database_url
     env = tidings_env(tmp, port, smtp_url=smtp, **settings)
     tidings_cli(["migrate"], env)
     key = tidings_cli(["apikey", "create", "--name", "bench", "--scopes", "events:write"], env)
     serve = ["-m", "tidings.cli", "serve"] + ([] if worker == "in-process" else ["--no-worker"])
     server = processes.start("serve", serve, env)
     if worker == "process":
-        processes.start("worker", ["-m", "tidings.cli", "worker"], env)
+        for n in range(workers):
+            processes.start(f"worker{n}", ["-m", "tidings.cli", "worker"], env)
     wait_http(port, server)
-    return Tidings(port, key.strip().splitlines()[-1], tmp / "tidings.db")
+    url = database_url or f"sqlite:///{tmp / 'tidings.db'}"
+    return Tidings(port, key.strip().splitlines()[-1], url)
 
 
 # --- events -------------------------------------------------------------------------------
@@ -478,20 +484,27 @@ def wait_drained(sink: Sink, expected: int, *, quiet: float, limit: float) -> fl
     return time.monotonic() - started
 
 
-def email_events(db: Path) -> dict[str, str]:
+def email_events(db: str) -> dict[str, str]:
     """Message-ID of every email notification -> the CloudEvent id it tells about."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    from sqlalchemy import text
+
+    from tidings.db.engine import create_disposable_engine
+
+    engine = create_disposable_engine(db)
     try:
-        rows = conn.execute(
-            "SELECT n.id, e.ce_id FROM notifications n JOIN events e ON e.id = n.event_id "
-            "WHERE n.channel = 'email'"
-        ).fetchall()
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT n.id, e.ce_id FROM notifications n JOIN events e "
+                    "ON e.id = n.event_id WHERE n.channel = 'email'"
+                )
+            ).all()
     finally:
-        conn.close()
+        engine.dispose()
     return {str(nid): str(ce_id) for nid, ce_id in rows}
 
 
-def match(result: LoadResult, sink: Sink, db: Path) -> tuple[list[float], list[float], int]:
+def match(result: LoadResult, sink: Sink, db: str) -> tuple[list[float], list[float], int]:
     """Accepted-at-API -> received-at-SMTP latencies (ms) and receive times of the events in
     ``result``; and how many of its accepted events have no mail."""
     accepted = {}
