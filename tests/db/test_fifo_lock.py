@@ -10,7 +10,7 @@ from tidings.db.engine import FifoLock
 
 def wait_for_waiters(lock: FifoLock, count: int) -> None:
     deadline = time.monotonic() + 5
-    while len(lock._waiters) < count:  # noqa: SLF001 - the queue is what is under test
+    while len(lock._waiters) < count:
         assert time.monotonic() < deadline, "waiters did not queue"
         time.sleep(0.001)
 
@@ -39,7 +39,7 @@ def test_a_wait_that_runs_out_leaves_the_queue_and_the_lock_to_the_others() -> N
     lock = FifoLock()
     assert lock.acquire(timeout=1)
     assert not lock.acquire(timeout=0.05)
-    assert len(lock._waiters) == 0  # noqa: SLF001
+    assert len(lock._waiters) == 0
     got: list[bool] = []
     thread = threading.Thread(target=lambda: got.append(lock.acquire(5)))
     thread.start()

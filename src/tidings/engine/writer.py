@@ -78,7 +78,8 @@ class NotificationWriter:
         if not missing:
             return
         since = self.settings.now - timedelta(days=1)
-        counted = func.count(func.distinct(notifications.c.event_id.concat(notifications.c.rule_id)))
+        message = notifications.c.event_id.concat(notifications.c.rule_id)
+        counted = func.count(func.distinct(message))
         for chunk in chunked(sorted(missing), QUERY_CHUNK):
             rows = self.conn.execute(
                 select(notifications.c.order_id, notifications.c.customer_id, counted)

@@ -5,7 +5,8 @@ Routes, the reject replayer and the demo all go through ``Intake`` so they behav
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -16,6 +17,7 @@ from tidings.events.envelope import CanonicalEvent
 from tidings.intake import rejects
 from tidings.intake.admission import Admission
 from tidings.intake.cloudevents_http import STRUCTURED, Item, RequestError, parse_request
+from tidings.intake.group_commit import GroupCommit
 from tidings.intake.service import Accepted, DeliveryDefaults, ingest
 
 
@@ -32,6 +34,15 @@ class ItemOutcome:
 class Outcome:
     is_batch: bool
     items: list[ItemOutcome]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    items: list[Item]
+    content_type: str | None
+    headers: dict[str, str]
+    actor: str
+    channel: str
 
 
 class RejectNotFound(LookupError):
@@ -55,6 +66,9 @@ class Intake:
         self.delivery = delivery
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self._group: GroupCommit[_Request, list[ItemOutcome]] = GroupCommit(
+            self._store_requests, max_items=max_batch, size=lambda request: len(request.items)
+        )
 
     def submit(
         self, content_type: str | None, headers: Mapping[str, str], body: bytes, *, actor: str
@@ -175,38 +189,53 @@ class Intake:
         actor: str,
         channel: str = "api",
     ) -> list[ItemOutcome]:
-        """Ingest the good items and keep the bad ones in the reject log, in one transaction."""
+        """Ingest the good items and keep the bad ones in the reject log, in one
+        transaction, which requests arriving at the same time share (group_commit.py)."""
+        return self._group.submit(_Request(items, content_type, headers, actor, channel))
+
+    def _store_requests(self, requests: Sequence[_Request]) -> list[list[ItemOutcome]]:
         now = utcnow()
-        good = [item.event for item in items if item.event is not None]
-        reject_ids: dict[int, str] = {}
+        accepted: dict[tuple[int, int], Accepted] = {}
+        reject_ids: dict[tuple[int, int], str] = {}
         with self.engine.begin() as conn:
-            accepted = (
-                ingest(conn, good, rules=self.rules, delivery=self.delivery, now=now, actor=actor)
-                if good
-                else []
-            )
-            for item in items:
-                if item.error is not None:
-                    reject_ids[item.index] = rejects.record(
-                        conn,
-                        channel=channel,
-                        code=item.error.code,
-                        detail=item.error.detail,
-                        field=item.error.field,
-                        payload=item.raw,
-                        content_type=content_type,
-                        headers=headers,
-                        source=item.source,
-                        now=now,
+            # One ingest per actor (audit entries name it), all in this transaction.
+            for actor, group in itertools.groupby(enumerate(requests), lambda r: r[1].actor):
+                keys, good = [], []
+                for number, request in group:
+                    for item in request.items:
+                        if item.event is not None:
+                            keys.append((number, item.index))
+                            good.append(item.event)
+                if good:
+                    stored = ingest(
+                        conn, good, rules=self.rules, delivery=self.delivery, now=now, actor=actor
                     )
-        if good:
+                    accepted.update(zip(keys, stored, strict=True))
+            for number, request in enumerate(requests):
+                for item in request.items:
+                    if item.error is not None:
+                        reject_ids[(number, item.index)] = rejects.record(
+                            conn,
+                            channel=request.channel,
+                            code=item.error.code,
+                            detail=item.error.detail,
+                            field=item.error.field,
+                            payload=item.raw,
+                            content_type=request.content_type,
+                            headers=request.headers,
+                            source=item.source,
+                            now=now,
+                        )
+        if accepted:
             self._committed()
-        results = iter(accepted)
         return [
-            ItemOutcome(
-                item, next(results) if item.event is not None else None, reject_ids.get(item.index)
-            )
-            for item in items
+            [
+                ItemOutcome(
+                    item, accepted.get((number, item.index)), reject_ids.get((number, item.index))
+                )
+                for item in request.items
+            ]
+            for number, request in enumerate(requests)
         ]
 
     def _committed(self) -> None:
