@@ -118,9 +118,7 @@ def claim_lanes(runtime: Runtime, limit: int, by_lane: dict[Lane, set[str]]) -> 
             conn, worker_id="w", limit=limit, now=utcnow(), lease=timedelta(minutes=5)
         )
     assert len(claimed) == min(limit, sum(len(ids) for ids in by_lane.values()))
-    return {
-        lane: sum(1 for job in claimed if job.job_id in ids) for lane, ids in by_lane.items()
-    }
+    return {lane: sum(1 for job in claimed if job.job_id in ids) for lane, ids in by_lane.items()}
 
 
 def test_bulk_keeps_a_fifth_of_the_room_beside_transactional_work(

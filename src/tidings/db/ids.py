@@ -17,6 +17,6 @@ def new_id(prefix: str) -> str:
     """A ULID-shaped id (48-bit ms time, 80 random bits) behind a type prefix: ``ntf_01J...``."""
     value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
     pairs = _PAIRS
-    return prefix + "_" + "".join(
-        [pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)]
+    return (
+        prefix + "_" + "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
     )

@@ -8,7 +8,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
 DATABASE_RETRY_SECONDS = 1.0
 RECORD_TRIES = 5
+# Delivery loops per worker: each claims and sends its own batches.
+PIPELINES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,24 +93,40 @@ class Worker:
             if notify.listens(self.engine)
             else None
         )
+        # Scheduled engine and billing work runs beside delivery, not between its batches,
+        # and two delivery loops overlap: while one waits for the database (claiming,
+        # recording), the other's sends are on the wire.
+        loops = [asyncio.create_task(self._loop(self._tick_once))] if self.on_tick else []
+        loops += [asyncio.create_task(self._loop(self._deliver_once)) for _ in range(PIPELINES)]
         try:
-            while not self._stopping.is_set():
-                try:
-                    done = await self.run_once()
-                except SQLAlchemyError:
-                    # The database is away (restart, failover): leased jobs stay leased
-                    # and come back when their lease runs out; keep trying, gently.
-                    log.exception("worker %s cannot reach the database; retrying", self.id)
-                    await asyncio.sleep(DATABASE_RETRY_SECONDS)
-                    continue
-                if done == 0:
-                    await self.wakeup.wait(self.config.poll_interval)
+            await asyncio.gather(*loops)
         finally:
+            for task in loops:
+                task.cancel()
             beat.cancel()
             if listener is not None:
                 listener.cancel()
             await self.close()
             await asyncio.to_thread(self._heartbeat, stopped=True)
+
+    async def _loop(self, step: Callable[[], Awaitable[int]]) -> None:
+        while not self._stopping.is_set():
+            try:
+                done = await step()
+            except SQLAlchemyError:
+                # The database is away (restart, failover): leased jobs stay leased
+                # and come back when their lease runs out; keep trying, gently.
+                log.exception("worker %s cannot reach the database; retrying", self.id)
+                await asyncio.sleep(DATABASE_RETRY_SECONDS)
+                continue
+            if done == 0:
+                await self.wakeup.wait(self.config.poll_interval)
+
+    async def _tick_once(self) -> int:
+        ticked = await asyncio.to_thread(self.on_tick) if self.on_tick else 0
+        if ticked:
+            self.wakeup.notify()  # a tick may have queued messages (digests, waves)
+        return ticked
 
     async def close(self) -> None:
         """Release the providers' connections and the shared HTTP client."""
@@ -119,18 +137,23 @@ class Worker:
         self._clients.clear()
 
     async def run_once(self) -> int:
-        """Claim and process one batch; returns how many jobs (and timers) it handled."""
+        """Run the scheduled work once, then claim and process one batch; returns how many
+        jobs (and timers) it handled."""
         ticked = await asyncio.to_thread(self.on_tick) if self.on_tick else 0
+        return ticked + await self._deliver_once()
+
+    async def _deliver_once(self) -> int:
+        """Claim and process one batch; returns how many jobs it handled."""
         jobs = await asyncio.to_thread(self._claim)
         if not jobs:
-            return ticked
+            return 0
         outcomes = await asyncio.gather(*(self._deliver(job) for job in jobs))
         await asyncio.to_thread(self._record, outcomes)
         if self.on_inbox is not None:
             written = [o.inbox["customer_id"] for o in outcomes if o.inbox and o.outcome == "sent"]
             if written:
                 self.on_inbox(written)
-        return len(jobs) + ticked
+        return len(jobs)
 
     def _claim(self) -> list[queue.ClaimedJob]:
         with self.engine.begin() as conn:

@@ -17,7 +17,7 @@ from tidings.delivery.providers.base import (
     TransientSendError,
 )
 from tidings.delivery.providers.email_postmark import PostmarkEmailProvider
-from tidings.delivery.providers.email_smtp import build_email
+from tidings.delivery.providers.email_smtp import message_id
 from tidings.delivery.providers.http import new_client
 from tidings.templates.rendering import RenderedMessage
 
@@ -181,7 +181,7 @@ def test_message_id_matches_the_smtp_provider(stub: HttpStub) -> None:
     send(stub, msg)
 
     first, second = (request.json() for request in stub.taken())
-    smtp_id = build_email(msg, sender=SENDER, domain=DOMAIN)["Message-ID"]
+    smtp_id = message_id(msg.notification_id, msg.channel, DOMAIN)
     assert header(first, "Message-ID") == smtp_id
     assert header(second, "Message-ID") == smtp_id
     assert msg.notification_id in smtp_id
