@@ -94,7 +94,12 @@ def _lock_by_lane(conn: Connection, limit: int, now: datetime) -> list[str]:
             select(delivery_jobs.c.id)
             .where(
                 delivery_jobs.c.lane == int(lane),
-                delivery_jobs.c.status.in_(ACTIVE),
+                # Written as literals: with bound values neither SQLite nor a generic
+                # PostgreSQL plan can tell that the partial index ix_delivery_jobs_due
+                # covers the query, and a claim then sorts the whole queue.
+                delivery_jobs.c.status.in_(
+                    bindparam("active", list(ACTIVE), expanding=True, literal_execute=True)
+                ),
                 delivery_jobs.c.run_at <= now,
             )
             .order_by(delivery_jobs.c.run_at)
