@@ -51,10 +51,10 @@ def run_together(
     first.start()
     assert store.entered.wait(5)
     others = [threading.Thread(target=submit, args=(n,)) for n in requests[1:]]
-    for thread in others:
+    for queued, thread in enumerate(others, start=1):
         thread.start()
-    while len(group._queue) < len(others):
-        threading.Event().wait(0.001)
+        while len(group._queue) < queued:  # each queues before the next one comes
+            threading.Event().wait(0.001)
     store.release.set()
     for thread in [first, *others]:
         thread.join(5)
@@ -77,6 +77,19 @@ def test_a_group_never_holds_more_items_than_its_limit() -> None:
     results = run_together(group, store, list(range(7)))
     assert results == {n: f"stored {n}" for n in range(7)}
     assert [len(g) for g in store.groups] == [1, 2, 2, 2]
+
+
+def test_an_urgent_request_goes_ahead_of_those_waiting() -> None:
+    store = Store()
+    group: GroupCommit[int, str] = GroupCommit(store, max_items=1, urgent=lambda n: n >= 90)
+    results = run_together(group, store, [0, 1, 2, 3, 90, 4, 91])
+    assert results == {n: f"stored {n}" for n in (0, 1, 2, 3, 4, 90, 91)}
+    order = [n for g in store.groups for n in g]
+    # 1 was next in line (its thread stores the next group); the urgent ones come right
+    # after it, in the order they came, then the rest.
+    assert order[:2] == [0, 1]
+    assert order[2:4] == [90, 91]
+    assert order[4:] == [2, 3, 4]
 
 
 def test_a_failing_group_is_tried_request_by_request() -> None:

@@ -7,6 +7,9 @@ and the next of them stores all that have queued up by then, in one transaction:
 load, single events are written as batches, and when requests come one at a time nothing
 waits at all (no timer, no added delay).
 
+Urgent requests (refunds, failed payments) go ahead of the others still waiting, so under
+a flood of bulk batches they wait for at most the group being stored.
+
 Every caller still gets its own outcome, and only after the commit that holds its events.
 If a group's transaction fails, its requests are tried again one by one, so one bad
 request cannot take the others down with it: each gets its own answer or its own error.
@@ -31,6 +34,7 @@ class _Waiting(Generic[R, T]):
     # Set when this request's thread is to store the next group.
     lead: bool = False
     finished: bool = False
+    urgent: bool = False
     outcome: T | None = None
     error: BaseException | None = None
 
@@ -45,9 +49,11 @@ class GroupCommit(Generic[R, T]):
         *,
         max_items: int,
         size: Callable[[R], int] = lambda _: 1,
+        urgent: Callable[[R], bool] = lambda _: False,
     ) -> None:
         self._store = store
         self._size = size
+        self._urgent = urgent
         self.max_items = max_items
         self._lock = threading.Lock()
         self._queue: list[_Waiting[R, T]] = []
@@ -56,7 +62,16 @@ class GroupCommit(Generic[R, T]):
     def submit(self, request: R) -> T:
         waiting: _Waiting[R, T] = _Waiting(request, self._size(request))
         with self._lock:
-            self._queue.append(waiting)
+            if self._urgent(request):
+                # Ahead of every request that is not urgent, behind the urgent ones.
+                at = next(
+                    (n for n, w in enumerate(self._queue) if not w.urgent and n > 0),
+                    len(self._queue),
+                )
+                waiting.urgent = True
+                self._queue.insert(at, waiting)
+            else:
+                self._queue.append(waiting)
             if not self._storing:
                 self._storing = waiting.lead = True
         if not waiting.lead:
