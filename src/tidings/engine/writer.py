@@ -32,6 +32,10 @@ COUNTED = ("queued", "scheduled", "held", "sent", "delivered", "acknowledged")
 DUPLICATE_REASON = "the same message was already planned from another event"
 
 
+def superseded_reason(kind: str) -> str:
+    return f"superseded by a newer update ({kind})"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     rules: RuleSet
@@ -54,6 +58,9 @@ class NotificationWriter:
         self._today: dict[tuple[str, str], int] = {}
         # Escalations name their first message by its dedupe key.
         self._ids_by_key: dict[str, str] = {}
+        # Groups whose stored held messages are superseded when the batch is written, with
+        # the kind of the first newer message.
+        self._superseding: dict[str, str] = {}
         # Dedupe keys looked up in the stored notifications, and those found there.
         self._checked_keys: set[str] = set()
         self._stored_keys: set[str] = set()
@@ -280,19 +287,30 @@ class NotificationWriter:
         return str(found) if found else None
 
     def _supersede(self, group_key: str, kind: str) -> None:
-        """A newer message of a group replaces held ones, stored or in this batch."""
-        reason = f"superseded by a newer update ({kind})"
+        """A newer message of a group replaces held ones: those of this batch now, the
+        stored ones when the batch is written (one statement per kind for all groups)."""
+        reason = superseded_reason(kind)
         for row in self.rows:
             if row["group_key"] == group_key and row["status"] == HELD:
                 row["status"], row["reason"] = "superseded", reason
                 self.jobs.pop(row["id"], None)
-        held = self.conn.scalars(
-            update(notifications)
-            .where(notifications.c.group_key == group_key, notifications.c.status == HELD)
-            .values(status="superseded", reason=reason, updated_at=self.settings.now)
-            .returning(notifications.c.id)
-        ).all()
-        if held:
+        self._superseding.setdefault(group_key, kind)
+
+    def _supersede_stored(self) -> None:
+        by_kind: dict[str, list[str]] = {}
+        for group_key, kind in self._superseding.items():
+            by_kind.setdefault(kind, []).append(group_key)
+        self._superseding = {}
+        for kind, group_keys in by_kind.items():
+            reason = superseded_reason(kind)
+            held = self.conn.scalars(
+                update(notifications)
+                .where(notifications.c.group_key.in_(group_keys), notifications.c.status == HELD)
+                .values(status="superseded", reason=reason, updated_at=self.settings.now)
+                .returning(notifications.c.id)
+            ).all()
+            if not held:
+                continue
             self.conn.execute(
                 update(delivery_jobs)
                 .where(
@@ -312,6 +330,8 @@ class NotificationWriter:
             )
 
     def flush(self) -> None:
+        # Before this batch's rows are in: its own held messages were handled in memory.
+        self._supersede_stored()
         if self.rows:
             self.conn.execute(notifications.insert(), self.rows)
         if self.jobs:
