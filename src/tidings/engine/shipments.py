@@ -9,14 +9,15 @@ same progress and a lower or repeated status from another source is caught.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, or_, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, or_, select
 
-from tidings.db.dialect import upsert
+from tidings.db.dialect import upsert_for
 from tidings.db.schema import events, shipments
 from tidings.engine.policy import SHIPMENT_RANK
 from tidings.events.envelope import CanonicalEvent
@@ -140,22 +141,31 @@ def advance(
     rank, reached = reached_after(parcel, status)
     if parcel.absorbed:
         conn.execute(delete(shipments).where(shipments.c.key.in_(parcel.absorbed)))
-    stmt = upsert(conn, shipments).values(
-        key=parcel.key,
-        shipment_id=parcel.shipment_id,
-        order_id=order_id or parcel.order_id,
-        rank=rank,
-        status=reached,
-        updated_at=now,
-    )
     conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[shipments.c.key],
-            set_={
-                c: stmt.excluded[c]
-                for c in ("shipment_id", "order_id", "rank", "status", "updated_at")
-            },
-        )
+        _parcel_upsert(conn.dialect.name),
+        {
+            "key": parcel.key,
+            "shipment_id": parcel.shipment_id,
+            "order_id": order_id or parcel.order_id,
+            "rank": rank,
+            "status": reached,
+            "updated_at": now,
+        },
+    )
+
+
+_KEPT = ("shipment_id", "order_id", "rank", "status", "updated_at")
+
+
+# Built once per dialect: constructing it costs more than running it.
+@functools.cache
+def _parcel_upsert(dialect: str) -> Any:
+    stmt = upsert_for(dialect, shipments)
+    return stmt.on_conflict_do_update(
+        index_elements=[shipments.c.key],
+        set_={
+            c: stmt.excluded[c] for c in ("shipment_id", "order_id", "rank", "status", "updated_at")
+        },
     )
 
 
@@ -165,12 +175,18 @@ def _rows(
     names = [n for n in (tracking_number, shipment_id) if n is not None]
     if not names:
         return []
-    where: list[ColumnElement[bool]] = [shipments.c.key.in_(names)]
-    if shipment_id is not None:
-        where.append(shipments.c.shipment_id == shipment_id)
+    query = _parcel_rows(with_shipment_id=shipment_id is not None)
+    found = conn.execute(query, {"names": names, "shipment_id": shipment_id}).mappings()
+    return [dict(row) for row in found]
+
+
+@functools.cache
+def _parcel_rows(*, with_shipment_id: bool) -> Any:
+    where: list[ColumnElement[bool]] = [shipments.c.key.in_(bindparam("names", expanding=True))]
+    if with_shipment_id:
+        where.append(shipments.c.shipment_id == bindparam("shipment_id"))
     # Locked, so two sources telling the same parcel at once are taken one after the other.
-    query = select(shipments).where(or_(*where)).order_by(shipments.c.key).with_for_update()
-    return [dict(row) for row in conn.execute(query).mappings()]
+    return select(shipments).where(or_(*where)).order_by(shipments.c.key).with_for_update()
 
 
 def _told_with(conn: Connection, event: CanonicalEvent, shipment_id: str) -> str | None:
