@@ -50,10 +50,7 @@ def db_url(
     if request.param == "sqlite":
         return databases.fresh_sqlite(sqlite_template, tmp_path)
     assert postgres_url is not None
-    engine = databases.engine_for(postgres_url)
-    databases.truncate_all(engine)
-    engine.dispose()
-    return postgres_url
+    return databases.emptied_postgres(postgres_url)
 
 
 @pytest.fixture

@@ -25,8 +25,9 @@ from sqlalchemy import Engine, func, select
 from tests.support import databases, processes
 from tests.support.events import refund_authorized
 from tests.support.providers import TwilioApi, as_environment, customer, write_refund_rules
+from tests.support.work import in_flight
 from tidings.config import Settings
-from tidings.db.schema import delivery_jobs, notifications, workers
+from tidings.db.schema import delivery_jobs, notifications
 from tidings.delivery.worker import PIPELINES
 from tidings.intake.cloudevents_http import BATCH
 from tidings.runtime import build_runtime
@@ -44,10 +45,7 @@ def database_url(postgres_url: str | None, sqlite_template: Path, tmp_path: Path
     """PostgreSQL when it is configured (several workers is what it is for), else SQLite."""
     if postgres_url is None:
         return databases.fresh_sqlite(sqlite_template, tmp_path)
-    engine = databases.engine_for(postgres_url)
-    databases.truncate_all(engine)
-    engine.dispose()
-    return postgres_url
+    return databases.emptied_postgres(postgres_url)
 
 
 @pytest.fixture
@@ -79,17 +77,6 @@ def job_states(engine: Engine) -> dict[str, int]:
             select(delivery_jobs.c.status, func.count()).group_by(delivery_jobs.c.status)
         ).all()
     return {str(status): int(n) for status, n in rows}
-
-
-def in_flight(engine: Engine, pid: int) -> list[str]:
-    """Notifications leased to the worker process ``pid``: the batch it is sending."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(delivery_jobs.c.notification_id)
-            .join(workers, workers.c.id == delivery_jobs.c.worker_id)
-            .where(workers.c.pid == pid, delivery_jobs.c.status == "leased")
-        ).all()
-    return [str(row.notification_id) for row in rows]
 
 
 @pytest.mark.slow
@@ -139,7 +126,7 @@ def test_killed_http_workers_lose_nothing_and_repeat_only_sends_in_flight(
             )
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait()
-            killed.append(in_flight(engine, victim.pid))
+            killed.append(sorted(in_flight(engine, victim.pid)))
             assert job_states(engine).get("sent", 0) < MESSAGES, "the kill must land mid-run"
             running[slot] = start(kill + 2)
         processes.wait_until(

@@ -31,7 +31,8 @@ from sqlalchemy import Engine, func, select
 from tests.support import databases, processes
 from tests.support.events import cloudevent, refund_authorized
 from tests.support.smtp import SmtpServer, free_port
-from tidings.db.schema import delivery_jobs, events, notifications, workers
+from tests.support.work import in_flight
+from tidings.db.schema import delivery_jobs, events, notifications
 from tidings.delivery.worker import PIPELINES
 from tidings.intake.cloudevents_http import BATCH
 
@@ -88,10 +89,7 @@ def scan(n: int, status: str) -> dict[str, Any]:
 @pytest.fixture
 def database_url(postgres_url: str | None) -> str:
     assert postgres_url is not None
-    engine = databases.engine_for(postgres_url)
-    databases.truncate_all(engine)
-    engine.dispose()
-    return postgres_url
+    return databases.emptied_postgres(postgres_url)
 
 
 @pytest.fixture
@@ -100,17 +98,6 @@ def smtp() -> Iterator[SmtpServer]:
     server.start()
     yield server
     server.stop()
-
-
-def in_flight(engine: Engine, pid: int) -> set[str]:
-    """The notifications leased to worker process ``pid``: the batch it was sending."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(delivery_jobs.c.notification_id)
-            .join(workers, workers.c.id == delivery_jobs.c.worker_id)
-            .where(workers.c.pid == pid, delivery_jobs.c.status == "leased")
-        ).all()
-    return {str(row.notification_id) for row in rows}
 
 
 def sent_jobs(engine: Engine) -> int:

@@ -82,5 +82,13 @@ def truncate_all(engine: Engine) -> None:
         )
 
 
+def emptied_postgres(url: str) -> str:
+    """The run's PostgreSQL database with every table emptied, for one more test."""
+    engine = engine_for(url)
+    truncate_all(engine)
+    engine.dispose()
+    return url
+
+
 def engine_for(url: str) -> Engine:
     return create_db_engine(url, pool_size=4)

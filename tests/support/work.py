@@ -5,10 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
-from tidings.db.schema import delivery_jobs
+from tidings.db.schema import delivery_jobs, workers
 from tidings.runtime import Runtime
+
+
+def in_flight(engine: Engine, pid: int) -> set[str]:
+    """The notifications leased to the worker process ``pid``: what it was sending."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(delivery_jobs.c.notification_id)
+            .join(workers, workers.c.id == delivery_jobs.c.worker_id)
+            .where(workers.c.pid == pid, delivery_jobs.c.status == "leased")
+        ).all()
+    return {str(row.notification_id) for row in rows}
 
 
 def active_jobs(runtime: Runtime) -> int:
