@@ -30,6 +30,8 @@ PACKAGES = (
     "jinja2",
     "aiosmtplib",
     "aiosmtpd",
+    "procrastinate",
+    "apprise",
 )
 COLUMNS = ("path", "measured", "baseline (same run)", "ratio", "target", "met?")
 
