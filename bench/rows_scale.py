@@ -309,7 +309,9 @@ def spike(options: Options) -> RowResult:
     with workspace("spike") as (tmp, processes):
         sink = start_sink(tmp, processes)
         rules = bulk_rules(tmp / "rules.yaml")
-        app = start_tidings(tmp, processes, worker="process", smtp_port=sink.port, rules_path=rules)
+        app = start_tidings(
+            tmp, processes, worker="in-process", smtp_port=sink.port, rules_path=rules
+        )
         make = single_requests(app.port, app.key)
 
         options.log(f"spike: refunds alone, {CRITICAL_RATE:.0f}/s for {QUIET_SECONDS:.0f} s")
