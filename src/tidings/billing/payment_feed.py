@@ -41,34 +41,35 @@ PAYMENT_TYPES = ("payment.failed", "payment.captured", "payment.recovered")
 def apply_pending(
     engine: Engine, ctx: RetryContext, *, now: datetime, actor: str = "billing", limit: int = 100
 ) -> int:
-    """Act on up to ``limit`` stored events billing has not seen; returns how many."""
+    """Act on up to ``limit`` stored events billing has not seen; returns how many.
+
+    All in one transaction (one commit, not one per event), each event in a savepoint of
+    its own: one that fails is rolled back alone and marked refused or postponed."""
     with engine.connect() as conn:
         pending = repo.pending_events(conn, now=now, limit=limit)
+    if not pending:
+        return 0
     done = 0
-    for event in pending:
-        try:
-            with engine.begin() as conn:
-                if not repo.mark_applied(conn, event.id, "applying", now):
-                    continue
-                outcome = _apply(conn, ctx, event, now=now, actor=actor)
-                repo.set_applied_outcome(conn, event.id, outcome)
-            done += 1
-        except BillingError as exc:
-            # Kept with its reason, never retried forever: the event itself is at fault.
-            with engine.begin() as conn:
+    with engine.begin() as conn:
+        for event in pending:
+            try:
+                with conn.begin_nested():
+                    if not repo.mark_applied(conn, event.id, "applying", now):
+                        continue
+                    outcome = _apply(conn, ctx, event, now=now, actor=actor)
+                    repo.set_applied_outcome(conn, event.id, outcome)
+                done += 1
+            except BillingError as exc:
+                # Kept with its reason, never retried forever: the event itself is at fault.
                 if repo.mark_applied(conn, event.id, f"refused: {exc.code}", now):
                     log.warning("event %s refused by billing: %s", event.id, exc.detail)
-            done += 1
-        except Exception as exc:
-            # Left unapplied and tried again later, each time later still (a database
-            # hiccup, a bug fixed by a deploy); nothing is lost.
-            log.exception("event %s: billing could not act on it", event.id)
-            try:
-                with engine.begin() as conn:
-                    retry_at = repo.postpone(conn, event.id, repr(exc), now=now)
+                done += 1
+            except Exception as exc:
+                # Left unapplied and tried again later, each time later still (a database
+                # hiccup, a bug fixed by a deploy); nothing is lost.
+                log.exception("event %s: billing could not act on it", event.id)
+                retry_at = repo.postpone(conn, event.id, repr(exc), now=now)
                 log.info("event %s: trying again at %s", event.id, retry_at.isoformat())
-            except Exception:
-                log.exception("event %s: could not postpone it; the next tick retries", event.id)
     return done
 
 
