@@ -41,7 +41,8 @@ class _Waiting(Generic[R, T]):
 
 class GroupCommit(Generic[R, T]):
     """``store(requests)`` stores several requests in one transaction and returns their
-    outcomes in order. ``submit(request)`` hands a request in and returns its outcome."""
+    outcomes in order (never None). ``submit(request)`` hands a request in and returns
+    its outcome."""
 
     def __init__(
         self,
@@ -103,6 +104,10 @@ class GroupCommit(Generic[R, T]):
                 else:
                     self._storing = False
             for waiting in group:
+                if waiting.outcome is None and waiting.error is None:
+                    # Interrupted (the process is stopping): its callers must not read
+                    # an outcome that was never produced.
+                    waiting.error = RuntimeError("storing was interrupted; retry the request")
                 waiting.finished = True
                 waiting.done.set()
 
