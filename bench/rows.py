@@ -229,6 +229,17 @@ def start_tidings(
 # --- events -------------------------------------------------------------------------------
 
 
+def bench_customer(run: str, n: int) -> dict[str, Any]:
+    """A new French customer for every event."""
+    return {
+        "id": f"cus-{run}-{n}",
+        "name": "Camille Durand",
+        "email": f"camille.{run}.{n}@example.fr",
+        "locale": "fr",
+        "time_zone": "Europe/Paris",
+    }
+
+
 def refund_event(run: str, n: int) -> dict[str, Any]:
     """A valid refund.authorized: one email and one in-app message under the built-in rules.
     Order, refund, payment and customer are new for every event."""
@@ -246,13 +257,7 @@ def refund_event(run: str, n: int) -> dict[str, Any]:
             "currency": "EUR",
             "reason_code": "requested_by_customer",
             "method": "card",
-            "customer": {
-                "id": f"cus-{run}-{n}",
-                "name": "Camille Durand",
-                "email": f"camille.{run}.{n}@example.fr",
-                "locale": "fr",
-                "time_zone": "Europe/Paris",
-            },
+            "customer": bench_customer(run, n),
         },
     }
 

@@ -50,6 +50,7 @@ from bench.rows import (
     Processes,
     RowResult,
     Sink,
+    bench_customer,
     free_port,
     load_summary,
     match,
@@ -108,13 +109,7 @@ def shipment_event(run: str, n: int) -> dict[str, Any]:
         "time": "2026-11-21T10:00:00Z",
         "data": {
             "order_id": f"o-{run}-{n}",
-            "customer": {
-                "id": f"cus-{run}-{n}",
-                "name": "Camille Durand",
-                "email": f"camille.{run}.{n}@example.fr",
-                "locale": "fr",
-                "time_zone": "Europe/Paris",
-            },
+            "customer": bench_customer(run, n),
             "shipment_id": f"shp-{run}-{n}",
             "carrier": "UPS",
             "tracking_number": tracking,
