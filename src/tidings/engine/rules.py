@@ -197,9 +197,19 @@ class RuleSet:
     critical_categories: frozenset[str]
     policy: Policy = field(default_factory=Policy)
     stakeholders: Mapping[str, Recipient] = field(default_factory=dict)
+    # The rules by event type, in file order: asked for several times per event.
+    _by_type: Mapping[str, tuple[Rule, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        by_type: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            by_type.setdefault(rule.event_type, []).append(rule)
+        object.__setattr__(self, "_by_type", {k: tuple(v) for k, v in by_type.items()})
 
     def for_type(self, event_type: str) -> tuple[Rule, ...]:
-        return tuple(rule for rule in self.rules if rule.event_type == event_type)
+        return self._by_type.get(event_type, ())
 
     def lane_of(self, event_type: str) -> Lane:
         """The most urgent lane the type's messages go in; transactional when no rule
