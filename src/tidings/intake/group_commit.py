@@ -62,14 +62,14 @@ class GroupCommit(Generic[R, T]):
 
     def submit(self, request: R) -> T:
         waiting: _Waiting[R, T] = _Waiting(request, self._size(request))
+        waiting.urgent = self._urgent(request)  # decided before taking the lock
         with self._lock:
-            if self._urgent(request):
+            if waiting.urgent:
                 # Ahead of every request that is not urgent, behind the urgent ones.
                 at = next(
                     (n for n, w in enumerate(self._queue) if not w.urgent and n > 0),
                     len(self._queue),
                 )
-                waiting.urgent = True
                 self._queue.insert(at, waiting)
             else:
                 self._queue.append(waiting)
